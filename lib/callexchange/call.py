@@ -1,0 +1,166 @@
+"""Issue a call (asteriskapi.pl): validate, choose the caller ID, originate, reply.
+
+`issue_call` is the whole endpoint for one request object (a plain body or one JSON-RPC
+entry): it returns (status, legacy reply body, placed). Errors are rendered here, at the
+edge, into the legacy shape with its `message: We fail on making a call...` line.
+"""
+
+import secrets
+import time
+from urllib.parse import quote
+
+from . import ani, keys, numbers
+from .errors import ApiError, status_line
+from .params import bool_field, check_no_control, number_field, text_field
+from .replay import ReplayStore
+
+MISSING_ERROR = "Missing parameters: api-key, extension, or destination"
+_EXTENSION_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ*#+_.-")
+
+
+def new_uniqueid(clock=time.time):
+    """A call id in Asterisk's own `<epoch>.<digits>` form, random enough to be unique.
+
+    It becomes the Originate ChannelId and the last field of the recording's file name,
+    so it holds only digits and one dot: no dash to shift the name's fields.
+    """
+    return "%d.%012d" % (int(clock()), secrets.randbelow(10 ** 12))
+
+
+def failure_message(params):
+    """The legacy `message` of every error reply: who was to be called."""
+    def shown(name):
+        value = params.get(name)
+        return "" if value is None or isinstance(value, (dict, list)) else str(value).strip()
+    return "We fail on making a call. caller : %s, callee : %s" % (
+        shown("extension"), shown("destination"))
+
+
+def error_reply(error, params):
+    """The legacy error object for an ApiError."""
+    body = {"status": status_line(error.status), "icon": "error", "error": error.error,
+            "message": failure_message(params)}
+    body.update((k, v) for k, v in error.extra.items() if k in ("missing", "field"))
+    return body
+
+
+def _blank(value):
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _check_extension(value):
+    if len(value) > 40 or not set(value) <= _EXTENSION_CHARS:
+        raise ApiError(400, "Field 'extension' must be 1 to 40 letters, digits or * # + _ . -",
+                       field="extension")
+    return value
+
+
+def _check_msg(value):
+    if value is not None and len(value.encode("utf-8")) > 1000:
+        raise ApiError(400, "Field 'msg' is longer than 1000 bytes (UTF-8)", field="msg")
+    return value
+
+
+def issue_call(config, params, api_key, protect_double_click=True):
+    """Place one call for `params` (names already normalised). Returns (status, body, placed)."""
+    try:
+        return _issue_call(config, params, api_key, protect_double_click)
+    except ApiError as error:
+        return error.status, error_reply(error, params), False
+
+
+def _issue_call(config, params, api_key, protect_double_click):
+    missing = [name for name, value in (("api-key", api_key),
+                                        ("extension", params.get("extension")),
+                                        ("destination", params.get("destination")))
+               if _blank(value)]
+    if missing:
+        raise ApiError(400, MISSING_ERROR, missing=missing)
+    check_no_control("api-key", api_key)
+    try:
+        label = keys.find_label(config.auth.keys_file, api_key)
+    except keys.KeyFileError as error:
+        raise ApiError(500, "Server configuration error: %s" % error) from None
+    if label is None:
+        raise ApiError(401, "Invalid api-key")
+
+    extension = _check_extension(text_field(params, "extension"))
+    destination = text_field(params, "destination")
+    pitch = number_field(params, "voice_pitch", 1.0, 0.1, 2.0)
+    dialer_mode = bool_field(params, "call_in_out", False)
+    msg = _check_msg(text_field(params, "msg"))
+    crm_id = text_field(params, "crm_id", max_chars=128)
+    try:
+        number = numbers.analyze(destination, config.dial.default_region,
+                                 carrier_cache_dir=config.state.dir + "/numbers")
+    except numbers.NotAPhoneNumber as error:
+        raise ApiError(400, str(error), field="destination") from None
+
+    def place():
+        return _place(config, extension, number, pitch, dialer_mode, msg, crm_id)
+
+    if not protect_double_click or config.dial.dedupe_seconds <= 0:
+        status, body = place()
+        return status, body, status == 200
+    store = ReplayStore(config.state.dir + "/dedupe", config.dial.dedupe_seconds)
+    with store.guard("%s\0%s\0%s" % (label, extension, number.dial_digits)) as guard:
+        if guard.previous is not None:
+            status, body = guard.previous
+            return status, body, False
+        status, body = place()
+        if status == 200:
+            guard.remember(status, body)
+    store.prune()
+    return status, body, status == 200
+
+
+def _place(config, extension, number, pitch, dialer_mode, msg, crm_id):
+    from . import ami
+
+    ledger = ani.AniLedger(config.state.dir)
+    caller_id, clean = ledger.reserve(ani.candidates_for(config.ani, number.region),
+                                      ani.read_flagged(config.ani.flagged_file),
+                                      config.ani.daily_limit)
+    uniqueid = new_uniqueid()
+    variables = [
+        ("__CX_UNIQUEID", uniqueid),
+        ("__CX_ANI", caller_id),
+        ("__CX_PITCH", "%g" % pitch),
+        ("__CX_MODE", "dialer" if dialer_mode else "agent_first"),
+        ("__CX_EXTENSION", extension),
+        ("__CX_DESTINATION", number.dial_digits),
+        # Percent-encoded: Asterisk splits Variable headers and AGI arguments on commas.
+        ("__CX_CRM_ID", quote(crm_id or "", safe="")),
+    ]
+    if dialer_mode:
+        originate = dict(channel=config.dial.lead_channel.format(destination=number.dial_digits),
+                         context=config.dial.agent_context, exten=extension,
+                         caller_id=caller_id)
+    else:
+        originate = dict(channel=config.dial.agent_channel.format(extension=extension),
+                         context=config.dial.outbound_context, exten=number.dial_digits,
+                         caller_id=number.dial_digits)
+    originate.update(priority=1, variables=variables, channel_id=uniqueid,
+                     timeout_ms=config.dial.ring_timeout * 1000)
+    message = (config.dial.message_to.format(extension=extension), msg) if msg else None
+    try:
+        outcome = ami.place_call(config.ami, originate, message=message)
+    except ami.AmiError as error:
+        ledger.release(caller_id)
+        raise ApiError(error.http_status, error.detail) from None
+    body = {
+        "status": "true",
+        "icon": number.region,
+        "message": "Success making a call",
+        "phone_valid": "yes" if number.valid else "no",
+        "country_code": number.country_code,
+        "carrier": number.carrier,
+        "caller_id": caller_id,
+        "check_spam": "true" if clean else "false",
+        "uniqueid": uniqueid,
+    }
+    if crm_id is not None:
+        body["crm_id"] = crm_id
+    if msg:
+        body["msg_sent"] = "true" if outcome.get("msg_sent") else "false"
+    return 200, body

@@ -1,0 +1,52 @@
+"""Run the WSGI app as a CGI/1.1 script (RFC 3875): what the cgi-bin shims call.
+
+A minimal adapter instead of wsgiref.handlers.CGIHandler: a CGI process is started for
+every request, so it imports nothing it does not need, and it answers a JSON 500 even if
+the app itself cannot be imported.
+"""
+
+import os
+import sys
+
+
+def run(app=None):
+    """Serve one request from os.environ / stdin to stdout."""
+    environ = dict(os.environ)
+    environ.setdefault("PATH_INFO", "")
+    environ.setdefault("SCRIPT_NAME", "")
+    environ.setdefault("REQUEST_METHOD", "GET")
+    environ.setdefault("SERVER_NAME", "localhost")
+    environ.setdefault("SERVER_PORT", "80")
+    environ.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
+    environ.update({
+        "wsgi.input": sys.stdin.buffer,
+        "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": True,
+        "wsgi.url_scheme": "https" if environ.get("HTTPS", "off").lower() in ("on", "1") else "http",
+    })
+    out = sys.stdout.buffer
+    state = {}
+
+    def start_response(status, headers, exc_info=None):
+        state["head"] = "Status: %s\r\n%s\r\n" % (
+            status, "".join("%s: %s\r\n" % pair for pair in headers))
+        return out.write
+
+    try:
+        if app is None:
+            from .app import create_app
+            app = create_app()
+        chunks = app(environ, start_response)
+        body = b"".join(chunks)
+    except Exception:
+        import traceback
+        sys.stderr.write("callexchange: CGI failure\n" + traceback.format_exc())
+        state["head"] = ("Status: 500 Internal Server Error\r\n"
+                         "Content-Type: application/json; charset=utf-8\r\n\r\n")
+        body = (b'{"status": "500 Internal Server Error", "icon": "error", '
+                b'"error": "Internal error; it has been logged"}')
+    out.write(state["head"].encode("latin-1") + body)
+    out.flush()

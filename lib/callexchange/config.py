@@ -1,0 +1,315 @@
+"""The gateway's configuration: one INI file, read once, validated in one place.
+
+The parser is our own (not configparser) for two reasons: every error must name the file
+and the line, which configparser cannot do for values, and a CGI process pays for every
+import it makes, so this module imports nothing beyond `os`.
+
+Usage::
+
+    config = load_config()          # $CALLEXCHANGE_CONFIG or /etc/callexchange/callexchange.ini
+    config.ami.host, config.dial.default_region, config.ani.pools["DE"]
+"""
+
+import os
+
+DEFAULT_PATH = "/etc/callexchange/callexchange.ini"
+
+_TRUE = frozenset(("1", "yes", "true", "on"))
+_FALSE = frozenset(("0", "no", "false", "off"))
+
+
+class ConfigError(Exception):
+    """A config problem, reported as `<file>:<line>: <what is wrong>`."""
+
+    def __init__(self, path, line, message):
+        self.path = path
+        self.line = line
+        self.message = message
+        where = "%s:%d" % (path, line) if line else str(path)
+        super().__init__("%s: %s" % (where, message))
+
+
+class _Section:
+    """Attribute access over one section's validated values."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+    def __repr__(self):
+        shown = {k: ("***" if k == "secret" and v else v) for k, v in self.__dict__.items()}
+        return "<%s>" % shown
+
+
+class Config:
+    """The whole validated configuration. Sections: ami, dial, ani, recordings, webhook,
+    auth, state. `path` is the file it came from."""
+
+    def __init__(self, path, sections):
+        self.path = path
+        for name, section in sections.items():
+            setattr(self, name, section)
+
+
+# --- value checkers: each returns the converted value or raises ValueError(reason) ---
+
+def _text(value):
+    return value
+
+
+def _required_text(value):
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _seconds(value):
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("must be a number of seconds, got %r" % value) from None
+    if not 0 < number <= 3600:
+        raise ValueError("must be between 0 and 3600 seconds, got %r" % value)
+    return number
+
+
+def _whole(low, high):
+    def check(value):
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError("must be a whole number, got %r" % value) from None
+        if not low <= number <= high:
+            raise ValueError("must be between %d and %d, got %r" % (low, high, value))
+        return number
+    return check
+
+
+def _boolean(value):
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError("must be yes or no, got %r" % value)
+
+
+def _region(value):
+    if len(value) != 2 or not value.isalpha() or not value.isascii():
+        raise ValueError("must be a two-letter ISO region code such as US or DE, got %r" % value)
+    return value.upper()
+
+
+def _word(value):
+    """A dialplan context name: it reaches an AMI header, so letters, digits, - and _ only."""
+    if not value or not all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
+        raise ValueError("must be letters, digits, '-' or '_', got %r" % value)
+    return value
+
+
+def _template(*placeholders):
+    def check(value):
+        for placeholder in placeholders:
+            if "{%s}" % placeholder not in value:
+                raise ValueError("must contain {%s}, got %r" % (placeholder, value))
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("must not contain control characters")
+        try:
+            value.format(**{p: "1" for p in placeholders})
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may only use the placeholder(s) %s, got %r"
+                             % (", ".join("{%s}" % p for p in placeholders), value)) from None
+        return value
+    return check
+
+
+def _url(value):
+    if value and not (value.startswith("http://") or value.startswith("https://")):
+        raise ValueError("must start with http:// or https://, got %r" % value)
+    return value
+
+
+def _path(value):
+    if not value.startswith("/"):
+        raise ValueError("must be an absolute path, got %r" % value)
+    return value
+
+
+def _optional_path(value):
+    return _path(value) if value else ""
+
+
+def _port(value):
+    return _whole(1, 65535)(value)
+
+
+def _phone_pool(value):
+    numbers = []
+    for part in value.replace("\n", ",").split(","):
+        number = part.strip().lstrip("+")
+        if not number:
+            continue
+        if not number.isdigit() or not 6 <= len(number) <= 15 or not number.isascii():
+            raise ValueError("each caller ID must be 6 to 15 digits, got %r" % part.strip())
+        numbers.append(number)
+    return tuple(numbers)
+
+
+def _caller_ids(value):
+    pool = _phone_pool(value)
+    if not pool:
+        raise ValueError("must list at least one caller ID")
+    return pool
+
+
+# section -> key -> (checker, default); a default of None means required.
+SCHEMA = {
+    "ami": {
+        "host": (_required_text, "127.0.0.1"),
+        "port": (_port, "5038"),
+        "username": (_required_text, None),
+        "secret": (_required_text, None),
+        "connect_timeout": (_seconds, "3"),
+        "timeout": (_seconds, "5"),
+    },
+    "dial": {
+        "agent_channel": (_template("extension"), "PJSIP/{extension}"),
+        "lead_channel": (_template("destination"), "Local/{destination}@callexchange-outbound"),
+        "outbound_context": (_word, "callexchange-outbound"),
+        "agent_context": (_word, "callexchange-agent"),
+        "message_to": (_template("extension"), "pjsip:{extension}"),
+        "ring_timeout": (_whole(1, 600), "30"),
+        "default_region": (_region, "US"),
+        "dedupe_seconds": (_whole(0, 3600), "5"),
+    },
+    "ani": {
+        "default": (_caller_ids, None),
+        "daily_limit": (_whole(1, 10_000_000), "200"),
+        "flagged_file": (_optional_path, ""),
+    },
+    "recordings": {
+        "root": (_path, "/var/spool/asterisk/monitor"),
+        "base_url": (_url, ""),
+    },
+    "webhook": {
+        "url": (_url, ""),
+        "secret": (_text, ""),
+        "timeout": (_seconds, "5"),
+        "extended": (_boolean, "no"),
+        "verify_tls": (_boolean, "yes"),
+    },
+    "auth": {
+        "keys_file": (_path, "/etc/callexchange/api-keys"),
+    },
+    "state": {
+        "dir": (_path, "/var/lib/callexchange"),
+    },
+}
+
+
+def parse_ini(text, path="<config>"):
+    """Split INI text into {section: {key: (value, line)}}, keys lower-cased.
+
+    `key = value` or `key: value`; `#` or `;` starts a comment line; an indented line
+    continues the previous value. No inline comments: secrets may contain `#`.
+
+    >>> parse_ini("[ami]\\nhost = pbx\\n")["ami"]["host"]
+    ('pbx', 2)
+    """
+    sections = {}
+    current = None
+    last_key = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        if raw[0] in " \t" and last_key is not None:
+            value, line = current[last_key]
+            current[last_key] = ((value + "\n" + stripped).strip(), line)
+            continue
+        if stripped.startswith("["):
+            if not stripped.endswith("]"):
+                raise ConfigError(path, number, "section header must end with ']'")
+            name = stripped[1:-1].strip().lower()
+            if name in sections:
+                raise ConfigError(path, number, "section [%s] appears twice" % name)
+            current = sections[name] = {}
+            last_key = None
+            continue
+        separator = min((i for i in (raw.find("="), raw.find(":")) if i > 0), default=-1)
+        if separator < 0:
+            raise ConfigError(path, number, "expected 'key = value', got %r" % stripped)
+        if current is None:
+            raise ConfigError(path, number, "key outside of any [section]")
+        key = raw[:separator].strip().lower()
+        if key in current:
+            raise ConfigError(path, number, "key %r appears twice in this section" % key)
+        current[key] = (raw[separator + 1:].strip(), number)
+        last_key = key
+    return sections
+
+
+def config_from_text(text, path="<config>"):
+    """Validate INI text against SCHEMA and return a Config. Raises ConfigError."""
+    raw = parse_ini(text, path)
+    header_lines = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            header_lines.setdefault(stripped[1:-1].strip().lower(), number)
+    sections = {}
+    for name in raw:
+        if name not in SCHEMA:
+            raise ConfigError(path, header_lines.get(name, 0),
+                              "unknown section [%s] (known: %s)" % (name, ", ".join(SCHEMA)))
+    pools = {}
+    for name, keys in SCHEMA.items():
+        given = raw.get(name, {})
+        values = {}
+        for key, (value, line) in given.items():
+            if key in keys:
+                continue
+            if name == "ani":
+                try:
+                    region = _region(key)
+                    pools[region] = _phone_pool(value)
+                except ValueError as error:
+                    raise ConfigError(path, line, "[ani] %s: %s" % (key, error)) from None
+                continue
+            raise ConfigError(path, line, "unknown key %r in [%s] (known: %s)"
+                              % (key, name, ", ".join(keys)))
+        for key, (check, default) in keys.items():
+            if key in given:
+                value, line = given[key]
+            elif default is None:
+                raise ConfigError(path, header_lines.get(name, 0),
+                                  "[%s] %s is required" % (name, key))
+            else:
+                value, line = default, 0
+            try:
+                values[key] = check(value)
+            except ValueError as error:
+                raise ConfigError(path, line, "[%s] %s %s" % (name, key, error)) from None
+        if name == "ani":
+            values["pools"] = pools
+        sections[name] = _Section(**values)
+    return Config(path, sections)
+
+
+def config_path(environ=None):
+    """The config file in use: $CALLEXCHANGE_CONFIG, else /etc/callexchange/callexchange.ini."""
+    environ = os.environ if environ is None else environ
+    return environ.get("CALLEXCHANGE_CONFIG") or DEFAULT_PATH
+
+
+def load_config(path=None):
+    """Read and validate the config file. Raises ConfigError (missing file included)."""
+    path = path or config_path()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ConfigError(path, 0, "config file not found (set CALLEXCHANGE_CONFIG or "
+                                   "create %s)" % DEFAULT_PATH) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(path, 0, "cannot read config file: %s" % error) from None
+    return config_from_text(text, path)

@@ -1,0 +1,141 @@
+"""API keys at rest: SHA-256 digests only, checked in constant time.
+
+The keys file has one line per key, `label<TAB>sha256-hex<TAB>created`; `#` lines are
+comments. A key itself is never written anywhere: `add` prints it once to the admin.
+In the legacy API a client's key was the hex SHA-256 of its public key file, and clients
+still send that string; we store the SHA-256 of whatever string the client sends.
+"""
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-")
+
+
+class KeyFileError(Exception):
+    """The keys file is unreadable or has a malformed line (message names file and line)."""
+
+
+def digest(key):
+    """The hex SHA-256 of a key string, as stored in the keys file."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def key_from_public_key_file(path):
+    """The legacy way of deriving a client's key: hex SHA-256 of the public key file's bytes."""
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def check_label(label):
+    """A label names a key in listings and logs: 1-64 of letters, digits and ._@-."""
+    if not label or len(label) > 64 or not set(label) <= _LABEL_CHARS:
+        raise ValueError("a label is 1 to 64 letters, digits or . _ @ -, got %r" % label)
+    return label
+
+
+def read_keys(path):
+    """Return [(label, digest_hex, created)] from the keys file; a missing file has none."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as error:
+        raise KeyFileError("%s: cannot read keys file: %s" % (path, error)) from None
+    entries = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or len(fields[1]) != 64 or not _is_hex(fields[1]):
+            raise KeyFileError("%s:%d: expected 'label<TAB>sha256-hex<TAB>created'" % (path, number))
+        entries.append((fields[0], fields[1].lower(), fields[2] if len(fields) > 2 else ""))
+    return entries
+
+
+def _is_hex(text):
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def find_label(path, presented_key):
+    """The label of the stored key matching `presented_key`, or None.
+
+    Every stored digest is compared, with hmac.compare_digest, whatever matched: the time
+    taken does not depend on which key, or how much of one, matched.
+    """
+    if not presented_key:
+        return None
+    wanted = digest(presented_key).encode("ascii")
+    found = None
+    for label, stored, _created in read_keys(path):
+        if hmac.compare_digest(wanted, stored.encode("ascii")) and found is None:
+            found = label
+    return found
+
+
+def _write_keys(path, entries):
+    """Replace the keys file atomically (temp file, fsync, rename), mode 0640."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    temporary = "%s.tmp.%d" % (path, os.getpid())
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("# CallExchange API keys: label, SHA-256 of the key, created (UTC)\n")
+            for label, stored, created in entries:
+                handle.write("%s\t%s\t%s\n" % (label, stored, created))
+            handle.flush()
+            os.fsync(handle.fileno())
+        _keep_ownership(path, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def _keep_ownership(original, replacement):
+    """Give the new file the old one's group, so the web server can still read it."""
+    try:
+        info = os.stat(original)
+    except FileNotFoundError:
+        return
+    try:
+        os.chown(replacement, info.st_uid, info.st_gid)
+    except PermissionError:
+        pass
+    os.chmod(replacement, info.st_mode & 0o777)
+
+
+def add_key(path, label, key=None):
+    """Store the digest of `key` (a fresh one if None) under `label`; return the key.
+
+    Raises ValueError when the label is malformed, already used, or the key already stored.
+    """
+    check_label(label)
+    if key is None:
+        key = secrets.token_hex(32)
+    if not key or any(ord(c) < 33 or ord(c) == 127 for c in key):
+        raise ValueError("a key must be non-empty printable text without spaces")
+    entries = read_keys(path)
+    if any(existing == label for existing, _, _ in entries):
+        raise ValueError("label %r is already in use; revoke it first" % label)
+    new_digest = digest(key)
+    if any(hmac.compare_digest(new_digest, stored) for _, stored, _ in entries):
+        raise ValueError("this key is already stored under another label")
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _write_keys(path, entries + [(label, new_digest, created)])
+    return key
+
+
+def revoke_key(path, label):
+    """Remove the key stored under `label`. Raises KeyError when there is none."""
+    entries = read_keys(path)
+    kept = [entry for entry in entries if entry[0] != label]
+    if len(kept) == len(entries):
+        raise KeyError(label)
+    _write_keys(path, kept)
