@@ -8,7 +8,6 @@ The same app runs as CGI (cgi-bin shims, one process per request) and persistent
     application = create_app()              # $CALLEXCHANGE_CONFIG or the default path
 """
 
-import hashlib
 import json
 
 from .config import ConfigError, load_config
@@ -57,10 +56,15 @@ class Application:
             import traceback
             environ["wsgi.errors"].write("callexchange: unhandled error\n%s"
                                          % traceback.format_exc())
-            reply = Reply(500, {"status": status_line(500), "icon": "error",
-                                "error": "Internal error; it has been logged"})
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode("utf-8")
-        headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(payload)))]
+            reply = Reply(500, render_error(environ, ApiError(
+                500, "Internal error; it has been logged")))
+        if reply.status == 204:
+            # No content: RFC 9110 forbids Content-Length on a 204, and a type of nothing
+            # means nothing.
+            payload, headers = b"", []
+        else:
+            payload = json.dumps(reply.body).encode("utf-8")
+            headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(payload)))]
         headers.extend(reply.headers)
         start_response(status_line(reply.status), headers)
         return [payload]
@@ -75,14 +79,13 @@ class Application:
         else:
             raise ApiError(404, "No such endpoint: %s" % (path or "/"))
         if method not in methods:
-            return Reply(405, {"status": status_line(405), "icon": "error",
-                               "error": "Method %s not allowed; use %s"
-                                        % (method, " or ".join(methods))},
-                         [("Allow", ", ".join(methods))])
+            error = ApiError(405, "Method %s not allowed; use %s" % (method, " or ".join(methods)))
+            return Reply(405, render_error(environ, error), [("Allow", ", ".join(methods))])
         if self.config_error is not None:
             environ["wsgi.errors"].write("callexchange: %s\n" % self.config_error)
             raise ApiError(500, "Server configuration error: %s" % self.config_error)
-        query = parse_query(environ.get("QUERY_STRING", ""))
+        query_string = environ.get("QUERY_STRING", "")
+        query = parse_query(query_string) if query_string else {}
         if any(name.strip().lower() in ("api-key", "api_key") for name in query):
             raise ApiError(400, "The api-key must be sent in the api-key header or the body, "
                                 "never in the URL (URLs are written to access logs)")
@@ -125,14 +128,15 @@ class Application:
 
     def with_idempotency(self, idempotency_key, header_key, body, handle):
         """Replay the first reply for a repeated Idempotency-Key (24 hours)."""
+        from .keys import sha256
         from .replay import ReplayStore
 
         if not 1 <= len(idempotency_key) <= 255 or not all(32 < ord(c) < 127 for c in idempotency_key):
             raise ApiError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters "
                                 "without spaces")
         store = ReplayStore(self.config.state.dir + "/idempotency", 24 * 3600)
-        scope = hashlib.sha256((header_key or "").encode("utf-8")).hexdigest()
-        fingerprint = hashlib.sha256(body).hexdigest()
+        scope = sha256((header_key or "").encode("utf-8")).hexdigest()
+        fingerprint = sha256(body).hexdigest()
         with store.guard(scope + "\0" + idempotency_key, fingerprint) as guard:
             if guard.mismatch:
                 raise ApiError(422, "This Idempotency-Key was already used with a different "

@@ -5,9 +5,8 @@ entry): it returns (status, legacy reply body, placed). Errors are rendered here
 edge, into the legacy shape with its `message: We fail on making a call...` line.
 """
 
-import secrets
+import os
 import time
-from urllib.parse import quote
 
 from . import ani, keys, numbers
 from .errors import ApiError, status_line
@@ -24,14 +23,29 @@ def new_uniqueid(clock=time.time):
     It becomes the Originate ChannelId and the last field of the recording's file name,
     so it holds only digits and one dot: no dash to shift the name's fields.
     """
-    return "%d.%012d" % (int(clock()), secrets.randbelow(10 ** 12))
+    return "%d.%012d" % (int(clock()), int.from_bytes(os.urandom(8), "big") % 10 ** 12)
+
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def percent_encode(text):
+    """RFC 3986 percent-encoding of UTF-8, every byte but the unreserved ones.
+
+    >>> percent_encode("lead 7, NY")
+    'lead%207%2C%20NY'
+    """
+    return "".join(chr(b) if b in _UNRESERVED else "%%%02X" % b for b in text.encode("utf-8"))
 
 
 def failure_message(params):
     """The legacy `message` of every error reply: who was to be called."""
     def shown(name):
         value = params.get(name)
-        return "" if value is None or isinstance(value, (dict, list)) else str(value).strip()
+        if value is None or isinstance(value, (dict, list)):
+            return ""
+        # One line, whatever was sent: CRMs log this message.
+        return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in str(value)).strip()
     return "We fail on making a call. caller : %s, callee : %s" % (
         shown("extension"), shown("destination"))
 
@@ -61,12 +75,23 @@ def _check_msg(value):
     return value
 
 
+def _check_crm_id(value):
+    # It travels percent-encoded in one `Variable: __CX_CRM_ID=...` line, which Asterisk
+    # limits to 1024 bytes: 128 characters always fit unless they are mostly CJK or emoji
+    # (9 to 12 encoded bytes each).
+    if value is not None and len(percent_encode(value)) > 990:
+        raise ApiError(400, "Field 'crm_id' is too long once percent-encoded (at most 990 "
+                            "bytes; use fewer non-ASCII characters)", field="crm_id")
+    return value
+
+
 def issue_call(config, params, api_key, protect_double_click=True):
-    """Place one call for `params` (names already normalised). Returns (status, body, placed)."""
+    """Place one call for `params` (names already normalised). Returns (status, body,
+    placed); `placed` is also True when Asterisk may have placed it without confirming."""
     try:
         return _issue_call(config, params, api_key, protect_double_click)
     except ApiError as error:
-        return error.status, error_reply(error, params), False
+        return error.status, error_reply(error, params), bool(error.extra.get("maybe_placed"))
 
 
 def _issue_call(config, params, api_key, protect_double_click):
@@ -89,7 +114,7 @@ def _issue_call(config, params, api_key, protect_double_click):
     pitch = number_field(params, "voice_pitch", 1.0, 0.1, 2.0)
     dialer_mode = bool_field(params, "call_in_out", False)
     msg = _check_msg(text_field(params, "msg"))
-    crm_id = text_field(params, "crm_id", max_chars=128)
+    crm_id = _check_crm_id(text_field(params, "crm_id", max_chars=128))
     try:
         number = numbers.analyze(destination, config.dial.default_region,
                                  carrier_cache_dir=config.state.dir + "/numbers")
@@ -101,17 +126,21 @@ def _issue_call(config, params, api_key, protect_double_click):
 
     if not protect_double_click or config.dial.dedupe_seconds <= 0:
         status, body = place()
-        return status, body, status == 200
+        return status, body, True
     store = ReplayStore(config.state.dir + "/dedupe", config.dial.dedupe_seconds)
     with store.guard("%s\0%s\0%s" % (label, extension, number.dial_digits)) as guard:
         if guard.previous is not None:
             status, body = guard.previous
             return status, body, False
-        status, body = place()
-        if status == 200:
-            guard.remember(status, body)
+        try:
+            status, body = place()
+        except ApiError as error:
+            if error.extra.get("maybe_placed"):
+                guard.remember(error.status, error_reply(error, params))
+            raise
+        guard.remember(status, body)
     store.prune()
-    return status, body, status == 200
+    return status, body, True
 
 
 def _place(config, extension, number, pitch, dialer_mode, msg, crm_id):
@@ -130,7 +159,7 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id):
         ("__CX_EXTENSION", extension),
         ("__CX_DESTINATION", number.dial_digits),
         # Percent-encoded: Asterisk splits Variable headers and AGI arguments on commas.
-        ("__CX_CRM_ID", quote(crm_id or "", safe="")),
+        ("__CX_CRM_ID", percent_encode(crm_id or "")),
     ]
     if dialer_mode:
         originate = dict(channel=config.dial.lead_channel.format(destination=number.dial_digits),
@@ -146,8 +175,17 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id):
     try:
         outcome = ami.place_call(config.ami, originate, message=message)
     except ami.AmiError as error:
+        if getattr(error, "originate_sent", False):
+            # The Originate left but Asterisk never confirmed it: the call may be ringing.
+            # Keep the caller ID's count, and let the reply be replayed to a retry.
+            raise ApiError(error.http_status, error.detail + "; the Originate was sent but "
+                           "not confirmed, so the call may have been placed",
+                           maybe_placed=True) from None
         ledger.release(caller_id)
         raise ApiError(error.http_status, error.detail) from None
+    except ValueError as error:  # refused by the AMI encoder: never reached Asterisk
+        ledger.release(caller_id)
+        raise ApiError(400, "Cannot send to Asterisk: %s" % error) from None
     body = {
         "status": "true",
         "icon": number.region,

@@ -48,5 +48,19 @@ def run(app=None):
                          "Content-Type: application/json; charset=utf-8\r\n\r\n")
         body = (b'{"status": "500 Internal Server Error", "icon": "error", '
                 b'"error": "Internal error; it has been logged"}')
+    _drain(sys.stdin.buffer)
     out.write(state["head"].encode("latin-1") + body)
     out.flush()
+
+
+def _drain(stream, limit=16 * 1024 * 1024):
+    """Read what the app left unread (a refused 413 body, say): a CGI that exits with the
+    web server still writing its input makes the server drop our reply."""
+    try:
+        while limit > 0:
+            chunk = stream.read(min(65536, limit))
+            if not chunk:
+                return
+            limit -= len(chunk)
+    except (OSError, ValueError):
+        pass

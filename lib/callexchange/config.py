@@ -268,15 +268,16 @@ def config_from_text(text, path="<config>"):
         for key, (value, line) in given.items():
             if key in keys:
                 continue
-            if name == "ani":
+            if name == "ani" and len(key) == 2:
                 try:
                     region = _region(key)
                     pools[region] = _phone_pool(value)
                 except ValueError as error:
                     raise ConfigError(path, line, "[ani] %s: %s" % (key, error)) from None
                 continue
-            raise ConfigError(path, line, "unknown key %r in [%s] (known: %s)"
-                              % (key, name, ", ".join(keys)))
+            raise ConfigError(path, line, "unknown key %r in [%s] (known: %s%s)"
+                              % (key, name, ", ".join(keys),
+                                 ", or a two-letter region such as DE" if name == "ani" else ""))
         for key, (check, default) in keys.items():
             if key in given:
                 value, line = given[key]

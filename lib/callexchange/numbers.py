@@ -204,12 +204,19 @@ def build_carrier_shards():
     return shards
 
 
+def _temporary_name(final):
+    # Per process and per thread: under mod_wsgi, threads of one process may build the
+    # shards at the same time, and must not write into each other's temp files.
+    import _thread
+    return "%s.%d.%d.tmp" % (final, os.getpid(), _thread.get_ident())
+
+
 def write_carrier_shards(shards, directory):
     """Write each shard atomically, so a concurrent reader sees all of a file or none."""
     os.makedirs(directory, exist_ok=True)
     for code, shard in shards.items():
         final = os.path.join(directory, "%d.json" % code)
-        temporary = "%s.%d.tmp" % (final, os.getpid())
+        temporary = _temporary_name(final)
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(shard, handle, ensure_ascii=False, separators=(",", ":"))
         os.replace(temporary, final)
@@ -217,7 +224,7 @@ def write_carrier_shards(shards, directory):
     for code in _phonenumberutil().COUNTRY_CODE_TO_REGION_CODE:
         final = os.path.join(directory, "%d.json" % code)
         if code not in shards and not os.path.exists(final):
-            temporary = "%s.%d.tmp" % (final, os.getpid())
+            temporary = _temporary_name(final)
             with open(temporary, "w", encoding="utf-8") as handle:
                 handle.write('{"":0}')
             os.replace(temporary, final)

@@ -8,10 +8,11 @@ that were placed are stored: a request that failed placed no call, so its retry 
 """
 
 import fcntl
-import hashlib
 import json
 import os
 import time
+
+from .keys import sha256
 
 PRUNE_EVERY = 3600  # seconds between sweeps of expired entries
 
@@ -29,7 +30,7 @@ class ReplayStore:
         return Guard(self, key, fingerprint)
 
     def _path(self, key):
-        name = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        name = sha256(key.encode("utf-8")).hexdigest()
         return os.path.join(self.directory, name)
 
     def prune(self):

@@ -1,0 +1,168 @@
+"""The admin tool as an operator runs it: `python -m callexchange ...` in a subprocess."""
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from callexchange import keys
+
+LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
+BIN = os.path.join(os.path.dirname(LIB), "bin", "callexchange")
+
+
+def write_config(tmp_path, ami_port, extra=""):
+    (tmp_path / "state").mkdir(exist_ok=True)
+    path = tmp_path / "callexchange.ini"
+    path.write_text(
+        "[ami]\nhost = 127.0.0.1\nport = %d\nusername = callexchange\nsecret = s3cret\n"
+        "connect_timeout = 0.5\ntimeout = 1\n"
+        "[ani]\ndefault = 12125550100\n"
+        "[recordings]\nroot = %s\nbase_url = http://127.0.0.1/wav-files\n"
+        "[auth]\nkeys_file = %s\n[state]\ndir = %s\n%s"
+        % (ami_port, tmp_path / "rec", tmp_path / "keys", tmp_path / "state", extra))
+    return path
+
+
+def run(config, *args):
+    env = dict(os.environ, CALLEXCHANGE_CONFIG=str(config), PYTHONPATH=LIB)
+    return subprocess.run([sys.executable, "-m", "callexchange", *args], env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+def closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_keys_add_prints_the_key_once_and_stores_only_its_digest(tmp_path):
+    config = write_config(tmp_path, closed_port())
+    result = run(config, "keys", "add", "--label", "acme-crm")
+    assert result.returncode == 0, result.stderr
+    key = [line.split(": ", 1)[1] for line in result.stdout.splitlines()
+           if line.startswith("api-key: ")][0]
+    assert len(key) == 64
+    stored = (tmp_path / "keys").read_text()
+    assert key not in stored
+    assert keys.digest(key) in stored
+    assert stat.S_IMODE(os.stat(tmp_path / "keys").st_mode) == 0o640
+    assert keys.find_label(str(tmp_path / "keys"), key) == "acme-crm"
+
+
+def test_keys_add_with_given_key_and_public_key_file(tmp_path):
+    config = write_config(tmp_path, closed_port())
+    assert run(config, "keys", "add", "--label", "one", "--api-key", "k-123").returncode == 0
+    public = tmp_path / "client.pub"
+    public.write_bytes(b"ssh-ed25519 AAAAC3Nza... client@crm\n")
+    result = run(config, "keys", "add", "--label", "two", "--public-key-file", str(public))
+    assert result.returncode == 0, result.stderr
+    legacy_key = keys.key_from_public_key_file(str(public))
+    assert "api-key: %s" % legacy_key in result.stdout
+    assert keys.find_label(str(tmp_path / "keys"), "k-123") == "one"
+    assert keys.find_label(str(tmp_path / "keys"), legacy_key) == "two"
+
+
+def test_keys_add_refuses_a_label_in_use(tmp_path):
+    config = write_config(tmp_path, closed_port())
+    assert run(config, "keys", "add", "--label", "one", "--api-key", "a").returncode == 0
+    result = run(config, "keys", "add", "--label", "one", "--api-key", "b")
+    assert result.returncode == 1
+    assert "already in use" in result.stderr
+    assert keys.find_label(str(tmp_path / "keys"), "b") is None
+
+
+def test_keys_list_shows_labels_never_keys(tmp_path):
+    config = write_config(tmp_path, closed_port())
+    run(config, "keys", "add", "--label", "one", "--api-key", "secret-key-one")
+    result = run(config, "keys", "list")
+    assert result.returncode == 0
+    assert "one" in result.stdout
+    assert "secret-key-one" not in result.stdout
+    assert keys.digest("secret-key-one") not in result.stdout  # only a prefix is shown
+
+
+def test_keys_revoke_removes_the_key(tmp_path):
+    config = write_config(tmp_path, closed_port())
+    run(config, "keys", "add", "--label", "one", "--api-key", "k1")
+    run(config, "keys", "add", "--label", "two", "--api-key", "k2")
+    assert run(config, "keys", "revoke", "one").returncode == 0
+    assert keys.find_label(str(tmp_path / "keys"), "k1") is None
+    assert keys.find_label(str(tmp_path / "keys"), "k2") == "two"
+    missing = run(config, "keys", "revoke", "one")
+    assert missing.returncode == 1 and "no key labelled 'one'" in missing.stderr
+
+
+def test_check_reports_config_error_with_file_and_line(tmp_path):
+    config = write_config(tmp_path, closed_port(), extra="[dial]\nring_timeout = soon\n")
+    result = run(config, "check")
+    assert result.returncode == 1
+    line = len(config.read_text().splitlines())
+    assert "%s:%d:" % (config, line) in result.stdout
+    assert "ring_timeout" in result.stdout
+
+
+def test_check_reports_unknown_key_with_its_line(tmp_path):
+    config = write_config(tmp_path, closed_port(), extra="[webhook]\nurll = http://x\n")
+    result = run(config, "check")
+    assert result.returncode == 1
+    assert "%s:%d: unknown key 'urll'" % (config, len(config.read_text().splitlines())) \
+        in result.stdout
+
+
+def test_check_reports_missing_config_file(tmp_path):
+    result = run(tmp_path / "nope.ini", "check")
+    assert result.returncode == 1
+    assert "config file not found" in result.stdout
+
+
+def test_check_fails_when_ami_is_down(tmp_path):
+    config = write_config(tmp_path, closed_port())
+    result = run(config, "check")
+    assert result.returncode == 1
+    assert "FAIL ami:" in result.stdout
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_check_logs_in_to_the_sandbox(tmp_path):
+    from callexchange.sandbox import Sandbox
+    with Sandbox(username="callexchange", secret="s3cret") as pbx:
+        config = write_config(tmp_path, pbx.port)
+        run(config, "keys", "add", "--label", "one", "--api-key", "k1")
+        result = run(config, "check")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "ok   ami: logged in to 127.0.0.1:%d as callexchange" % pbx.port in result.stdout
+        assert [a["Action"] for a in pbx.actions][:1] == ["Login"]
+
+
+def test_check_fails_when_the_sandbox_refuses_the_login(tmp_path):
+    from callexchange.sandbox import Sandbox
+    with Sandbox(username="callexchange", secret="s3cret", faults=["refuse-login"]) as pbx:
+        config = write_config(tmp_path, pbx.port)
+        result = run(config, "check")
+        assert result.returncode == 1
+        assert "FAIL ami:" in result.stdout
+
+
+def test_ani_status_lists_todays_usage(tmp_path):
+    from callexchange.ani import AniLedger
+    config = write_config(tmp_path, closed_port())
+    AniLedger(str(tmp_path / "state")).reserve(("12125550100",), frozenset(), 200)
+    result = run(config, "ani", "status")
+    assert result.returncode == 0
+    assert any(line.split()[:3] == ["default", "12125550100", "1"]
+               for line in result.stdout.splitlines())
+
+
+@pytest.mark.parametrize("entry", [BIN])
+def test_bin_script_runs_from_a_checkout(tmp_path, entry):
+    config = write_config(tmp_path, closed_port())
+    env = dict(os.environ, CALLEXCHANGE_CONFIG=str(config))
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, entry, "keys", "list"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "no keys" in result.stdout
