@@ -48,7 +48,8 @@ def run(app=None):
                          "Content-Type: application/json; charset=utf-8\r\n\r\n")
         body = (b'{"status": "500 Internal Server Error", "icon": "error", '
                 b'"error": "Internal error; it has been logged"}')
-    _drain(sys.stdin.buffer)
+    if environ.get("CONTENT_LENGTH") and not sys.stdin.isatty():
+        _drain(sys.stdin.buffer)
     out.write(state["head"].encode("latin-1") + body)
     out.flush()
 
