@@ -1,0 +1,159 @@
+"""keys.py: API keys stored as SHA-256 digests, found in constant time."""
+
+import hashlib
+import os
+import stat
+
+import pytest
+
+from callexchange import keys
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "etc" / "api-keys")
+
+
+def test_add_list_revoke(path):
+    keys.add_key(path, "crm-a", "key-a")
+    keys.add_key(path, "crm.b@example", "key-b")
+    assert [(label, digest) for label, digest, _ in keys.read_keys(path)] == [
+        ("crm-a", hashlib.sha256(b"key-a").hexdigest()),
+        ("crm.b@example", hashlib.sha256(b"key-b").hexdigest())]
+    keys.revoke_key(path, "crm-a")
+    assert [label for label, _, _ in keys.read_keys(path)] == ["crm.b@example"]
+    assert keys.find_label(path, "key-a") is None
+    assert keys.find_label(path, "key-b") == "crm.b@example"
+
+
+def test_only_digests_reach_the_disk(path):
+    secret = "clear-text-key-8d1f0a"
+    keys.add_key(path, "crm", secret)
+    with open(path, "rb") as handle:
+        stored = handle.read()
+    assert secret.encode() not in stored
+    assert hashlib.sha256(secret.encode()).hexdigest().encode() in stored
+    assert not [n for n in os.listdir(os.path.dirname(path)) if ".tmp." in n]
+
+
+def test_created_is_recorded_in_utc(path):
+    keys.add_key(path, "crm", "k1")
+    [(_, _, created)] = keys.read_keys(path)
+    assert created.endswith("Z") and len(created) == 20
+
+
+def test_keys_file_is_mode_0640_whatever_the_umask(path):
+    previous = os.umask(0o077)
+    try:
+        keys.add_key(path, "crm", "k1")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_rewriting_keeps_the_mode_an_admin_chose(path):
+    keys.add_key(path, "crm", "k1")
+    os.chmod(path, 0o600)
+    keys.add_key(path, "crm2", "k2")
+    keys.revoke_key(path, "crm")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_a_fresh_key_is_generated_and_returned_once(path):
+    key = keys.add_key(path, "crm")
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert keys.find_label(path, key) == "crm"
+    assert keys.add_key(path, "crm2") != key
+
+
+def test_find_label(path):
+    keys.add_key(path, "one", "k-one")
+    keys.add_key(path, "two", "k-two")
+    assert keys.find_label(path, "k-two") == "two"
+    assert keys.find_label(path, "k-one") == "one"
+    for wrong in ("k-three", "K-ONE", "k-one ", "", None):
+        assert keys.find_label(path, wrong) is None
+
+
+def test_find_label_with_no_keys_file(tmp_path):
+    assert keys.find_label(str(tmp_path / "none"), "k") is None
+
+
+def test_find_label_compares_every_stored_digest(path, monkeypatch):
+    for index in range(5):
+        keys.add_key(path, "crm%d" % index, "key-%d" % index)
+    compared = []
+    real = keys.compare_digest
+
+    def counting(a, b):
+        compared.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr(keys, "compare_digest", counting)
+    assert keys.find_label(path, "key-0") == "crm0"     # first match, yet all compared
+    assert len(compared) == 5
+
+
+def test_key_from_public_key_file_is_the_hex_sha256_of_its_bytes(tmp_path, path):
+    public = tmp_path / "client.pub"
+    content = (b"-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n"
+               b"-----END PUBLIC KEY-----\n")
+    public.write_bytes(content)
+    derived = keys.key_from_public_key_file(str(public))
+    assert derived == hashlib.sha256(content).hexdigest()
+    keys.add_key(path, "legacy", derived)
+    assert keys.find_label(path, derived) == "legacy"
+
+
+@pytest.mark.parametrize("label", ["", "has space", "tab\tlabel", "x" * 65, "semi;colon",
+                                   "\u00e9t\u00e9"])
+def test_bad_labels_are_refused(path, label):
+    with pytest.raises(ValueError):
+        keys.add_key(path, label, "k")
+
+
+@pytest.mark.parametrize("key", ["has space", "tab\tkey", "new\nline", "\x7f"])
+def test_keys_with_blanks_or_control_characters_are_refused(path, key):
+    with pytest.raises(ValueError):
+        keys.add_key(path, "crm", key)
+
+
+def test_label_in_use_is_refused(path):
+    keys.add_key(path, "crm", "k1")
+    with pytest.raises(ValueError, match="already in use"):
+        keys.add_key(path, "crm", "k2")
+
+
+def test_same_key_under_two_labels_is_refused(path):
+    keys.add_key(path, "crm", "k1")
+    with pytest.raises(ValueError, match="already stored"):
+        keys.add_key(path, "crm2", "k1")
+
+
+def test_revoking_an_unknown_label_is_a_key_error(path):
+    keys.add_key(path, "crm", "k1")
+    with pytest.raises(KeyError):
+        keys.revoke_key(path, "nobody")
+
+
+def test_comments_and_blank_lines_are_skipped(path):
+    digest = hashlib.sha256(b"k").hexdigest()
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as handle:
+        handle.write("# a comment\n\n  # indented comment\ncrm\t%s\n" % digest.upper())
+    assert keys.read_keys(path) == [("crm", digest, "")]
+    assert keys.find_label(path, "k") == "crm"
+
+
+@pytest.mark.parametrize("line", ["crm", "crm\tnot-hex", "crm\t" + "g" * 64,
+                                  "crm\t" + "a" * 63])
+def test_malformed_line_names_file_and_line(path, line):
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as handle:
+        handle.write("# keys\n%s\n" % line)
+    with pytest.raises(keys.KeyFileError, match="%s:2:" % path):
+        keys.read_keys(path)
+
+
+def test_digest_is_sha256_hex_of_utf8():
+    assert keys.digest("cl\u00e9") == hashlib.sha256("cl\u00e9".encode("utf-8")).hexdigest()

@@ -1,0 +1,212 @@
+"""params.py: the body in its forms, name normalisation, typed fields. Literals only."""
+
+import pytest
+
+from callexchange.errors import ApiError
+from callexchange.params import (MAX_BODY, api_key_from, bool_field, check_no_control,
+                                 normalize_names, number_field, parse_body, parse_query,
+                                 text_field)
+
+
+# --- parse_body --------------------------------------------------------------------------
+
+def test_json_object_is_read_whatever_the_content_type():
+    for content_type in ("application/json", "text/plain", "", "application/octet-stream",
+                         "application/x-www-form-urlencoded"):
+        assert parse_body(b' {"a": 1}', content_type) == {"a": 1}
+
+
+def test_json_batch_is_a_list():
+    assert parse_body(b'[{"jsonrpc": "2.0"}]', "") == [{"jsonrpc": "2.0"}]
+
+
+def test_json_content_type_makes_a_body_json_even_without_a_brace():
+    with pytest.raises(ApiError) as caught:
+        parse_body(b"extension=2001", "application/json; charset=utf-8")
+    assert caught.value.status == 400 and "Malformed JSON" in caught.value.error
+
+
+def test_form_body_is_decoded_utf8_and_last_value_wins():
+    assert parse_body(b"a=1&b=%C3%A9t%C3%A9&a=2&empty=", "application/x-www-form-urlencoded") \
+        == {"a": "2", "b": "\u00e9t\u00e9", "empty": ""}
+
+
+def test_form_plus_is_a_space():
+    assert parse_body(b"+Extension+=2001", "") == {" Extension ": "2001"}
+
+
+@pytest.mark.parametrize("body", [b"", b"   ", b"\r\n"])
+def test_empty_body_is_an_empty_dict(body):
+    assert parse_body(body, "application/json") == {}
+
+
+def test_malformed_json_says_where():
+    with pytest.raises(ApiError) as caught:
+        parse_body(b'{"extension": "2001",\n "destination": }', "")
+    assert caught.value.status == 400
+    assert "line 2 column" in caught.value.error
+    assert not caught.value.extra["jsonrpc_parse_error"]
+
+
+def test_malformed_json_mentioning_jsonrpc_is_flagged_for_a_parse_error_reply():
+    with pytest.raises(ApiError) as caught:
+        parse_body(b'{"jsonrpc": "2.0", "method": ', "")
+    assert caught.value.extra["jsonrpc_parse_error"]
+
+
+@pytest.mark.parametrize("body", [b'"text"', b"42", b"null", b"true"])
+def test_json_scalar_is_400(body):
+    with pytest.raises(ApiError) as caught:
+        parse_body(body, "application/json")
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("body, content_type", [(b'{"a": "\xff"}', ""),
+                                                (b"a=\xff\xfe", ""),
+                                                (b"a=%FF", "")])
+def test_body_that_is_not_utf8_is_400(body, content_type):
+    with pytest.raises(ApiError) as caught:
+        parse_body(body, content_type)
+    assert caught.value.status == 400
+
+
+def test_text_that_is_neither_json_nor_a_form_is_400():
+    with pytest.raises(ApiError) as caught:
+        parse_body(b"hello", "text/plain")
+    assert "JSON object or form" in caught.value.error
+
+
+def test_max_body_is_64_kib():
+    assert MAX_BODY == 64 * 1024
+
+
+def test_parse_query():
+    assert parse_query("phone=%2B4930&limit=5") == {"phone": "+4930", "limit": "5"}
+    assert parse_query("") == {}
+
+
+# --- names -------------------------------------------------------------------------------
+
+def test_names_are_trimmed_and_lower_cased():
+    assert normalize_names({" extension ": "2001", "Msg": "hi", "DESTINATION\t": "1",
+                            "Voice_Pitch": "1"}) == {
+        "extension": "2001", "msg": "hi", "destination": "1", "voice_pitch": "1"}
+
+
+@pytest.mark.parametrize("names", [("extension", " extension "), ("Msg", "msg"),
+                                   ("API_KEY", "api_key")])
+def test_a_name_given_twice_after_normalisation_is_400_naming_it(names):
+    with pytest.raises(ApiError) as caught:
+        normalize_names({names[0]: "1", names[1]: "2"})
+    assert caught.value.status == 400
+    assert caught.value.extra["field"] == names[1].strip().lower()
+
+
+def test_values_are_untouched_by_normalisation():
+    assert normalize_names({"X": " a "}) == {"x": " a "}
+
+
+# --- text fields -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, expected", [
+    ("2001", "2001"), (" 2001 ", "2001"), (2001, "2001"), (2001.0, "2001"),
+    ("", None), ("   ", None), (None, None), ("\u00e9t\u00e9", "\u00e9t\u00e9"),
+])
+def test_text_field_values(value, expected):
+    assert text_field({"f": value}, "f") == expected
+
+
+def test_text_field_absent_is_none():
+    assert text_field({}, "f") is None
+
+
+@pytest.mark.parametrize("value", [True, False, 1.5, [], {}, ["a"]])
+def test_text_field_refuses_non_text(value):
+    with pytest.raises(ApiError) as caught:
+        text_field({"f": value}, "f")
+    assert caught.value.extra["field"] == "f"
+
+
+def test_text_field_max_chars_counts_characters_after_trimming():
+    assert text_field({"f": " " + "x" * 128 + " "}, "f", max_chars=128) == "x" * 128
+    with pytest.raises(ApiError):
+        text_field({"f": "x" * 129}, "f", max_chars=128)
+
+
+@pytest.mark.parametrize("char", ["\r", "\n", "\0"])
+def test_control_characters_are_refused_even_at_the_edges(char):
+    for value in (char + "x", "x" + char, "a" + char + "b", char):
+        with pytest.raises(ApiError) as caught:
+            text_field({"f": value}, "f")
+        assert caught.value.extra["field"] == "f"
+    with pytest.raises(ApiError):
+        check_no_control("f", "a" + char)
+
+
+def test_tab_is_not_a_forbidden_control_character():
+    assert check_no_control("f", "a\tb") == "a\tb"
+
+
+# --- booleans ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [True, 1, 1.0, "true", "TRUE", "True", " true ", "1",
+                                   "yes", "YES", "on", "ON"])
+def test_true_forms(value):
+    assert bool_field({"b": value}, "b") is True
+
+
+@pytest.mark.parametrize("value", [False, 0, 0.0, "false", "FALSE", "0", "no", "No", "off",
+                                   "Off"])
+def test_false_forms(value):
+    assert bool_field({"b": value}, "b", default=True) is False
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_absent_or_blank_boolean_is_the_default(value):
+    assert bool_field({"b": value}, "b", default=True) is True
+    assert bool_field({}, "b") is False
+
+
+@pytest.mark.parametrize("value", ["maybe", "y", "t", 2, -1, 0.5, [], {}, "true\n"])
+def test_bad_boolean_is_400_naming_the_field(value):
+    with pytest.raises(ApiError) as caught:
+        bool_field({"call_in_out": value}, "call_in_out")
+    assert caught.value.status == 400
+    assert caught.value.extra["field"] == "call_in_out"
+    assert "call_in_out" in caught.value.error
+
+
+# --- numbers -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, expected", [
+    (1, 1.0), (0.1, 0.1), (2.0, 2.0), (2, 2.0), ("1", 1.0), (" 0.1 ", 0.1), ("2.0", 2.0),
+    ("1e0", 1.0), (None, 1.0), ("", 1.0),
+])
+def test_number_field_values(value, expected):
+    result = number_field({"n": value}, "n", 1.0, 0.1, 2.0)
+    assert result == expected and type(result) is float
+
+
+@pytest.mark.parametrize("value", [0.05, 2.5, 0, -1, "abc", "2.01", "nan", "inf", True,
+                                   False, [1], {}, "1\n"])
+def test_number_field_out_of_range_or_not_a_number_is_400(value):
+    with pytest.raises(ApiError) as caught:
+        number_field({"voice_pitch": value}, "voice_pitch", 1.0, 0.1, 2.0)
+    assert caught.value.status == 400
+    assert caught.value.extra["field"] == "voice_pitch"
+
+
+# --- the api-key -------------------------------------------------------------------------
+
+def test_api_key_header_wins_over_the_body():
+    assert api_key_from({"api_key": "body"}, " header ") == "header"
+
+
+@pytest.mark.parametrize("params", [{"api_key": " k "}, {"api-key": "k"}])
+def test_api_key_from_the_body(params):
+    assert api_key_from(params, None) == "k"
+
+
+@pytest.mark.parametrize("params", [{}, {"api_key": ""}, {"api_key": "  "}, {"api_key": 5}])
+def test_no_api_key(params):
+    assert api_key_from(params, "") is None
