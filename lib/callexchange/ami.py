@@ -387,6 +387,8 @@ class AmiSession:
                 last = _reason(error)
                 sock.close()
                 continue
+            # Each action is one write; don't let Nagle hold one back for a delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._deadline = time.monotonic() + self.timeout
             return
         if last is None:

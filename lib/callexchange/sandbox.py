@@ -292,6 +292,9 @@ class Sandbox:
             while not self._stopping.is_set():
                 try:
                     sock, peer = self._listener.accept()
+                    # Replies and events go out as separate small writes: without this,
+                    # Nagle holds the second until the client's delayed ACK (~40 ms).
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 except socket.timeout:
                     continue
                 except OSError:

@@ -1,0 +1,525 @@
+"""The gateway as a CRM sees it: real HTTP through a real Apache to the CGI shims.
+
+A private Apache (tests/apache_server.py) runs apache/callexchange.conf.in with mod_cgid
+on a loopback port; the sandbox PBX runs in this process on another port and the config
+points the gateway at it. So these tests cover what the in-process WebTest suite cannot:
+the URL mapping, the headers Apache hands the CGI, the CGI's PATH and user, the static
+recordings and Apache's own error pages. SPEC §2, §3, §4.
+"""
+
+import json
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+try:
+    import apache_server
+except ImportError:  # tests/ is a package: pytest put the repo root on sys.path instead
+    from tests import apache_server
+
+sys.path.insert(0, str(apache_server.REPO / "lib"))
+
+from callexchange.keys import digest  # noqa: E402
+from callexchange.sandbox import Sandbox  # noqa: E402
+
+JSON_TYPE = "application/json; charset=utf-8"
+API_KEY = "apache-integration-key-0123456789"
+AMI_USER = "callexchange"
+AMI_SECRET = "sandbox-secret"
+CONNECT_TIMEOUT = 1.0
+AMI_TIMEOUT = 2.0
+# A CGI pays an interpreter start and its imports on top of the AMI deadline.
+CGI_SLACK = 3.0
+
+CALL = "/api/v1/asteriskapi.pl"
+CALL_NO_PL = "/api/v1/asteriskapi"
+# The legacy document's sample, spaces in the names included.
+LEGACY_BODY = ('{" extension " : "2001", " destination ": "12127773456", " voice_pitch ": "1",'
+               ' " call_in_out ": "true", " msg ": "some text"}')
+
+CONFIG_TEMPLATE = """\
+[ami]
+host = 127.0.0.1
+port = {ami_port}
+username = {user}
+secret = {secret}
+connect_timeout = {connect_timeout}
+timeout = {timeout}
+
+[dial]
+# Every test places its own call; the double-click guard is tested in-process.
+dedupe_seconds = 0
+
+[ani]
+default = 12125550100, 12125550101
+DE = 4930123456
+daily_limit = 100000
+
+[recordings]
+root = {recordings}
+base_url = http://127.0.0.1/wav-files/
+
+[auth]
+keys_file = {keys}
+
+[state]
+dir = {state}
+"""
+
+
+# --- fixtures -------------------------------------------------------------------------
+
+class Gateway:
+    """A started Apache plus the files it serves, and ways to rewrite its config."""
+
+    def __init__(self, base, sandbox, tree, mode="cgi"):
+        self.base = base
+        self.sandbox = sandbox
+        self.config_path = base / "callexchange.ini"
+        self.keys_file = base / "api-keys"
+        self.state_dir = apache_server.writable_dir(base / "state")
+        self.recordings = subdir(base, "recordings")
+        self.keys_file.write_text("test\t%s\t2024-07-03T00:00:00Z\n" % digest(API_KEY))
+        self.keys_file.chmod(0o644)
+        self.write_config(sandbox.port)
+        prefix, venv = tree
+        self.apache = apache_server.ApacheServer(
+            base, self.config_path, self.recordings, mode=mode, prefix=prefix, venv=venv,
+            state_dir=self.state_dir, keys_file=self.keys_file)
+        self.url = self.apache.url
+
+    def write_config(self, ami_port):
+        """Point the gateway at `ami_port`. The CGI reads the file on every request."""
+        text = CONFIG_TEMPLATE.format(
+            ami_port=ami_port, user=AMI_USER, secret=AMI_SECRET,
+            connect_timeout=CONNECT_TIMEOUT, timeout=AMI_TIMEOUT, recordings=self.recordings,
+            keys=self.keys_file, state=self.state_dir)
+        temp = self.config_path.with_suffix(".tmp")
+        temp.write_text(text)
+        temp.chmod(0o644)
+        temp.replace(self.config_path)
+
+    def explain(self, response=None):
+        """Context for an assertion message: the reply and the tail of Apache's log."""
+        text = ""
+        if response is not None:
+            text = "HTTP %s %s\n%s\n" % (response.status_code,
+                                         response.headers.get("Content-Type"),
+                                         response.text[:2000])
+        return text + "--- apache error.log (tail) ---\n" + self.apache.error_log()[-4000:]
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        """One HTTP request; every reply of ours must be JSON in UTF-8 (SPEC §3)."""
+        response = requests.request(method, self.url + path, data=body,
+                                    headers=headers or {}, timeout=timeout)
+        assert response.headers.get("Content-Type") == JSON_TYPE, self.explain(response)
+        return response
+
+    def call(self, body, headers=None, path=CALL, key=API_KEY):
+        sent = {"Content-Type": "application/json"}
+        if key is not None:
+            sent["api-key"] = key
+        sent.update(headers or {})
+        if not isinstance(body, (str, bytes)):
+            body = json.dumps(body)
+        return self.request("POST", path, body, sent)
+
+    def stop(self):
+        self.apache.stop()
+
+
+def subdir(parent, *names):
+    """A directory the CGI's user can traverse, whatever the umask."""
+    path = Path(parent).joinpath(*names)
+    path.mkdir(parents=True, exist_ok=True)
+    for part in [path] + [p for p in path.parents if Path(parent) in p.parents]:
+        part.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_dir():
+    apache_server.require_apache()
+    path = apache_server.shared_tempdir("cx-apache-test-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    pbx = Sandbox(host="127.0.0.1", port=0, username=AMI_USER, secret=AMI_SECRET)
+    pbx.start()
+    yield pbx
+    pbx.stop()
+
+
+@pytest.fixture(scope="module")
+def tree(base_dir):
+    """(prefix, venv) for the CGI: the checkout, or a staged copy www-data can reach."""
+    return apache_server.app_tree(base_dir)
+
+
+@pytest.fixture(scope="module")
+def gateway(base_dir, sandbox, tree):
+    gw = Gateway(subdir(base_dir, "cgi"), sandbox, tree)
+    yield gw
+    gw.stop()
+
+
+def originates(sandbox):
+    """The Originate actions the sandbox has received ({header: first value} dicts)."""
+    return sandbox.actions_named("Originate")
+
+
+def originate_for(sandbox, uniqueid, wait=2.0):
+    """The one Originate whose ChannelId is `uniqueid` (the sandbox records it as it
+    reads it; give it a moment)."""
+    deadline = time.monotonic() + wait
+    while True:
+        matching = [a for a in originates(sandbox) if a.get("ChannelId") == uniqueid]
+        if matching or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert len(matching) == 1, "Originates seen: %r" % originates(sandbox)
+    return matching[0]
+
+
+# --- issuing a call (SPEC §4) ---------------------------------------------------------
+
+def test_legacy_sample_request_places_the_call_and_returns_the_legacy_reply(gateway, sandbox):
+    response = gateway.call(LEGACY_BODY)
+
+    assert response.status_code == 200, gateway.explain(response)
+    reply = response.json()
+    assert reply["status"] == "true"
+    assert reply["message"] == "Success making a call"
+    assert reply["icon"] == "US"
+    assert reply["country_code"] == 1
+    assert reply["phone_valid"] == "yes"
+    assert reply["caller_id"] in ("12125550100", "12125550101")
+    assert reply["check_spam"] == "true"
+    assert reply["uniqueid"]
+    originate = originate_for(sandbox, reply["uniqueid"])
+    assert originate.get("Async", "").lower() == "true"
+
+
+def test_german_destination_is_recognised_as_de(gateway):
+    response = gateway.call({"extension": "2002", "destination": "4930901820"})
+
+    assert response.status_code == 200, gateway.explain(response)
+    reply = response.json()
+    assert (reply["icon"], reply["country_code"]) == ("DE", 49)
+    assert reply["caller_id"] == "4930123456"
+
+
+def test_dialer_mode_rings_the_lead_first(gateway, sandbox):
+    response = gateway.call({"extension": "2003", "destination": "12127773456",
+                             "call_in_out": "true"})
+
+    assert response.status_code == 200, gateway.explain(response)
+    originate = originate_for(sandbox, response.json()["uniqueid"])
+    assert originate["Channel"] == "Local/12127773456@callexchange-outbound"
+    assert originate["Context"] == "callexchange-agent"
+    assert originate["Exten"] == "2003"
+
+
+def test_agent_first_mode_rings_the_agent_first(gateway, sandbox):
+    response = gateway.call({"extension": "2001", "destination": "12127773456",
+                             "call_in_out": False})
+
+    assert response.status_code == 200, gateway.explain(response)
+    originate = originate_for(sandbox, response.json()["uniqueid"])
+    assert originate["Channel"] == "PJSIP/2001"
+    assert originate["Context"] == "callexchange-outbound"
+    assert originate["Exten"] == "12127773456"
+
+
+def test_url_without_pl_places_the_call_too(gateway, sandbox):
+    response = gateway.call({"extension": "2004", "destination": "12127773456"},
+                            path=CALL_NO_PL)
+
+    assert response.status_code == 200, gateway.explain(response)
+    originate_for(sandbox, response.json()["uniqueid"])
+
+
+def test_jsonrpc_originate_returns_the_plain_reply_as_result(gateway, sandbox):
+    response = gateway.call({"jsonrpc": "2.0", "method": "originate", "id": 7,
+                             "params": {"extension": "2005", "destination": "12127773456"}})
+
+    assert response.status_code == 200, gateway.explain(response)
+    reply = response.json()
+    assert reply["jsonrpc"] == "2.0" and reply["id"] == 7, reply
+    assert reply["result"]["status"] == "true"
+    assert reply["result"]["icon"] == "US"
+    originate_for(sandbox, reply["result"]["uniqueid"])
+
+
+def test_missing_destination_is_400_naming_it(gateway):
+    response = gateway.call({"extension": "2001"})
+
+    assert response.status_code == 400, gateway.explain(response)
+    reply = response.json()
+    assert reply["status"] == "400 Bad Request"
+    assert reply["icon"] == "error"
+    assert reply["error"] == "Missing parameters: api-key, extension, or destination"
+    assert reply["missing"] == ["destination"]
+    assert reply["message"].startswith("We fail on making a call. caller : 2001")
+
+
+def test_missing_api_key_header_is_400_naming_it(gateway):
+    response = gateway.call({"extension": "2001", "destination": "12127773456"}, key=None)
+
+    assert response.status_code == 400, gateway.explain(response)
+    assert response.json()["missing"] == ["api-key"]
+
+
+def test_unknown_api_key_is_401(gateway):
+    response = gateway.call({"extension": "2001", "destination": "12127773456"},
+                            key="not-a-key")
+
+    assert response.status_code == 401, gateway.explain(response)
+    assert response.json()["icon"] == "error"
+
+
+def test_api_key_in_the_query_string_is_refused(gateway):
+    response = gateway.request("POST", CALL + "?api-key=" + API_KEY,
+                               json.dumps({"extension": "2001", "destination": "12127773456"}))
+
+    assert response.status_code == 400, gateway.explain(response)
+
+
+def test_body_over_64_kib_is_413_json(gateway):
+    body = json.dumps({"extension": "2001", "destination": "12127773456",
+                       "msg": "x" * 70000})
+
+    response = gateway.call(body)
+
+    assert response.status_code == 413, gateway.explain(response)
+    assert response.json()["icon"] == "error"
+
+
+def test_body_over_a_mebibyte_is_refused_by_apache_as_json(gateway):
+    response = gateway.call(b"{" + b" " * (2 << 20) + b"}")
+
+    assert response.status_code == 413, gateway.explain(response)
+    assert response.json()["icon"] == "error"
+
+
+def test_get_on_asteriskapi_is_405_json(gateway):
+    for path in (CALL, CALL_NO_PL):
+        response = gateway.request("GET", path, headers={"api-key": API_KEY})
+
+        assert response.status_code == 405, gateway.explain(response)
+        assert response.json()["icon"] == "error"
+        assert "POST" in response.headers.get("Allow", "")
+
+
+def test_same_idempotency_key_replays_the_first_reply_and_places_one_call(gateway, sandbox):
+    body = {"extension": "2006", "destination": "12127773457"}
+    headers = {"Idempotency-Key": "apache-test-%d" % time.time_ns()}
+
+    first = gateway.call(body, headers)
+    second = gateway.call(body, headers)
+
+    assert first.status_code == second.status_code == 200, gateway.explain(second)
+    assert first.json() == second.json()
+    uniqueid = first.json()["uniqueid"]
+    originate_for(sandbox, uniqueid)  # exactly one
+
+
+def test_unreachable_ami_is_503_within_the_connect_timeout(gateway):
+    closed_port = apache_server.free_port()
+    gateway.write_config(closed_port)
+    try:
+        started = time.monotonic()
+        response = gateway.call({"extension": "2001", "destination": "12127773456"})
+        elapsed = time.monotonic() - started
+    finally:
+        gateway.write_config(gateway.sandbox.port)
+
+    assert response.status_code == 503, gateway.explain(response)
+    reply = response.json()
+    assert reply["status"].startswith("503") and reply["icon"] == "error"
+    assert reply["message"] == "We fail on making a call. caller : 2001, callee : 12127773456"
+    assert elapsed < CONNECT_TIMEOUT + AMI_TIMEOUT + CGI_SLACK
+
+
+def test_silent_ami_is_503_within_connect_timeout_plus_timeout(gateway):
+    # A listener that completes the TCP handshake (the kernel does) but never sends the
+    # AMI banner: the gateway must give up on its own deadline.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        gateway.write_config(silent.getsockname()[1])
+        try:
+            started = time.monotonic()
+            response = gateway.call({"extension": "2001", "destination": "12127773456"})
+            elapsed = time.monotonic() - started
+        finally:
+            gateway.write_config(gateway.sandbox.port)
+
+    assert response.status_code == 503, gateway.explain(response)
+    assert elapsed < CONNECT_TIMEOUT + AMI_TIMEOUT + CGI_SLACK, elapsed
+
+
+# --- what Apache itself does (SPEC §2) ------------------------------------------------
+
+def test_unknown_url_under_api_v1_is_json(gateway):
+    for path in ("/api/v1/asteriskapi.pl/extra", "/api/v1/other", "/api/v1/"):
+        response = gateway.request("GET", path)
+
+        assert response.status_code in (403, 404), gateway.explain(response)
+        assert response.json()["icon"] == "error"
+
+
+@pytest.fixture(scope="module")
+def recordings(gateway):
+    """A day folder with one recording, a dot file, a symlink out of the archive and an
+    .htaccess that tries to turn listings on."""
+    day = subdir(gateway.recordings, "2024", "07", "03")
+    name = "out-12127773456-2001-20240703-203742-1720039056.22191.wav"
+    (day / name).write_bytes(b"RIFF" + bytes(range(256)) * 4)
+    (day / ".htaccess").write_text("Options +Indexes +FollowSymLinks\n")
+    (day / "secret.wav").symlink_to("/etc/passwd")
+    for path in day.iterdir():
+        if not path.is_symlink():
+            path.chmod(0o644)
+    return "/wav-files/2024/07/03/", name
+
+
+def test_recording_is_served_with_range_support(gateway, recordings):
+    folder, name = recordings
+    url = gateway.url + folder + name
+
+    whole = requests.get(url, timeout=10)
+    part = requests.get(url, headers={"Range": "bytes=4-7"}, timeout=10)
+    head = requests.head(url, timeout=10)
+
+    assert whole.status_code == 200 and whole.content[:4] == b"RIFF"
+    assert whole.headers["Content-Type"] in ("audio/wav", "audio/x-wav")
+    assert part.status_code == 206 and part.content == bytes([0, 1, 2, 3])
+    assert head.status_code == 200 and head.headers["Content-Length"] == str(len(whole.content))
+
+
+def test_recordings_are_never_listed(gateway, recordings):
+    folder, name = recordings
+    for path in (folder, folder.rstrip("/"), "/wav-files/", "/wav-files/2024/"):
+        response = requests.get(gateway.url + path, timeout=10)
+
+        assert response.status_code in (403, 404), (path, gateway.explain(response))
+        assert name not in response.text
+
+
+def test_recordings_refuse_symlinks_and_dot_files(gateway, recordings):
+    folder, _ = recordings
+    for leaf in ("secret.wav", ".htaccess"):
+        response = requests.get(gateway.url + folder + leaf, timeout=10)
+
+        assert response.status_code == 403, (leaf, response.status_code)
+        assert "root:" not in response.text
+
+
+def test_recordings_allow_only_get_and_head(gateway, recordings):
+    folder, name = recordings
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        response = requests.request(method, gateway.url + folder + name, data=b"x", timeout=10)
+
+        assert response.status_code in (403, 405), (method, response.status_code)
+        assert response.headers["Content-Type"] == JSON_TYPE
+
+
+# --- what the CGI process gets from Apache --------------------------------------------
+
+PROBE_CGI = """\
+#!/usr/bin/env python3
+import json, os, sys
+# Read the whole body: under mod_cgid a script that exits with its input unread has its
+# reply reset on the way out.
+sys.stdin.buffer.read(int(os.environ.get("CONTENT_LENGTH") or 0))
+print("Content-Type: application/json; charset=utf-8")
+print()
+print(json.dumps({"environ": dict(os.environ), "executable": sys.executable,
+                  "prefix": sys.prefix, "uid": os.getuid()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def probe(base_dir, tree):
+    """An Apache running the same site config over an app tree whose asteriskapi.pl
+    reports its environment."""
+    root = base_dir / "probe"
+    prefix = root / "app"
+    (prefix / "cgi-bin").mkdir(parents=True)
+    shutil.copytree(apache_server.APACHE_TEMPLATES, prefix / "apache")
+    for name in ("asteriskapi.pl", "find_phone_files.pl"):
+        script = prefix / "cgi-bin" / name
+        script.write_text(PROBE_CGI)
+        script.chmod(0o755)
+    (root / "recordings").mkdir()
+    config = root / "callexchange.ini"
+    config.write_text("# not read by the probe\n")
+    apache_server.open_up(root)
+    _, venv = tree
+    apache = apache_server.ApacheServer(root, config, root / "recordings",
+                                        prefix=prefix, venv=venv)
+    apache.venv_used = venv
+    yield apache
+    apache.stop()
+
+
+def probe_environ(probe, path=CALL, headers=None):
+    response = requests.post(probe.url + path, data=b"{}", headers=headers or {}, timeout=10)
+    assert response.status_code == 200, probe.error_log()
+    return response.json()
+
+
+def test_cgi_gets_the_api_key_and_idempotency_key_headers(probe):
+    seen = probe_environ(probe, headers={"api-key": "K1", "Idempotency-Key": "I1",
+                                         "api_key": "underscored"})["environ"]
+
+    assert seen["HTTP_API_KEY"] == "K1"
+    assert seen["HTTP_IDEMPOTENCY_KEY"] == "I1"
+    # Apache drops header names with an underscore, so api_key is a body field only.
+    assert list(seen.values()).count("underscored") == 0
+
+
+def test_cgi_runs_the_venv_python_with_the_config_path(probe):
+    seen = probe_environ(probe, path="/recorded/v1/find_phone_files")
+
+    assert seen["environ"]["PATH"].split(":")[0] == str(probe.venv_used / "bin")
+    assert Path(seen["prefix"]) == probe.venv_used
+    assert seen["environ"]["CALLEXCHANGE_CONFIG"] == str(probe.config_path)
+    assert seen["environ"]["SCRIPT_NAME"] == "/recorded/v1/find_phone_files"
+
+
+def test_cgi_never_runs_as_root(probe):
+    assert probe_environ(probe)["uid"] != 0
+
+
+# --- the persistent alternative: mod_wsgi with the same URLs --------------------------
+
+@pytest.fixture(scope="module")
+def wsgi_gateway(base_dir, sandbox, tree):
+    apache_server.require_apache("wsgi")
+    gw = Gateway(subdir(base_dir, "wsgi"), sandbox, tree, mode="wsgi")
+    yield gw
+    gw.stop()
+
+
+def test_wsgi_mode_serves_the_same_urls(wsgi_gateway, sandbox):
+    for path in (CALL, CALL_NO_PL):
+        response = wsgi_gateway.call({"extension": "2010", "destination": "4930901820"},
+                                     path=path)
+
+        assert response.status_code == 200, wsgi_gateway.explain(response)
+        assert response.json()["icon"] == "DE"
+        originate_for(sandbox, response.json()["uniqueid"])
+    assert wsgi_gateway.request("GET", CALL).status_code == 405
+    unknown_key = wsgi_gateway.call({"extension": "2010", "destination": "4930901820"},
+                                    key="not-a-key")
+    assert unknown_key.status_code == 401, wsgi_gateway.explain(unknown_key)
