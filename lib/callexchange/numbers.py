@@ -156,13 +156,14 @@ def _shard_dir(cache_dir):
 
 
 def _package_version():
-    # Read from the installed package metadata file name rather than importing __init__.
-    spec_dir = os.path.dirname(sys.modules["phonenumbers.phonenumberutil"].__file__)
-    site = os.path.dirname(spec_dir)
+    """phonenumbers' version, read from its __init__.py's text (running that file is what
+    we avoid; listing site-packages for the dist-info costs more than this read)."""
+    package_dir = os.path.dirname(sys.modules["phonenumbers.phonenumberutil"].__file__)
     try:
-        for entry in os.listdir(site):
-            if entry.startswith("phonenumbers-") and entry.endswith(".dist-info"):
-                return entry[len("phonenumbers-"):-len(".dist-info")]
+        with open(os.path.join(package_dir, "__init__.py"), encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("__version__"):
+                    return line.split("=", 1)[1].strip().strip("\"'")
     except OSError:
         pass
     return "unknown"
