@@ -153,7 +153,34 @@ class Application:
     # --- find_phone_files.pl (issue 3) ---
 
     def recordings_endpoint(self, environ, method, query, body):
-        raise ApiError(404, "Recordings lookup is not available yet")
+        from .recordings import error_reply, find_phone_files
+
+        header_key = environ.get("HTTP_API_KEY")
+
+        def one_lookup(params, protect):
+            status, reply_body = find_phone_files(self.config, params,
+                                                  api_key_from(params, header_key))
+            return status, reply_body, False
+
+        try:
+            payload = parse_body(body, environ.get("CONTENT_TYPE", ""))
+        except ApiError as error:
+            if error.extra.get("jsonrpc_parse_error"):
+                return Reply(200, jsonrpc_error(None, -32700, "Parse error: " + error.error))
+            return Reply(error.status, error_reply(error))
+        # GET reads the query string; a POST without a body too (form-less clients).
+        if query and (method == "GET" or not payload):
+            payload = query
+        if is_jsonrpc(payload):
+            methods = {"find_phone_files": one_lookup, "recordings": one_lookup}
+            return handle_jsonrpc(payload, methods, False,
+                                  lambda error, params: error_reply(error))[0]
+        try:
+            params = normalize_names(payload)
+        except ApiError as error:
+            return Reply(error.status, error_reply(error))
+        status, reply_body, _ = one_lookup(params, False)
+        return Reply(status, reply_body)
 
 
 def render_error(environ, error):
