@@ -433,6 +433,115 @@ def test_recordings_allow_only_get_and_head(gateway, recordings):
         assert response.headers["Content-Type"] == JSON_TYPE
 
 
+def test_recordings_refuse_traversal_out_of_the_archive(gateway, recordings):
+    folder, _ = recordings
+    for path in (folder + "../../../../../../etc/passwd",
+                 folder + "%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                 "/wav-files/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                 "/wav-files/..%2f..%2f..%2fetc%2fpasswd"):
+        # requests would normalise the dots away: send the path as written.
+        with socket.create_connection(("127.0.0.1", gateway.apache.port), timeout=10) as sock:
+            sock.sendall(("GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
+            reply = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        status = int(reply.split(b" ", 2)[1])
+
+        assert status in (400, 403, 404), (path, reply[:200])
+        assert b"root:" not in reply
+
+
+# --- find_phone_files.pl through Apache (SPEC §5) --------------------------------------
+
+PHONE = "4930901820"
+RECORDING = "out-4930901820-2001-20241115-093001-1731663001.4711.wav"
+
+
+@pytest.fixture(scope="module")
+def recorded_call(gateway):
+    """One real 3-second PCM recording of a call to PHONE, in its day folder."""
+    import wave
+    day = subdir(gateway.recordings, "2024", "11", "15")
+    path = day / RECORDING
+    with wave.open(str(path), "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(8000)
+        audio.writeframes(bytes(range(256)) * (3 * 16000 // 256))
+    path.chmod(0o644)
+    return path
+
+
+def local_url(url):
+    """The reply's url names the configured base_url; fetch it from this test's Apache."""
+    prefix = "http://127.0.0.1/wav-files/"
+    assert url.startswith(prefix), url
+    return "/wav-files/" + url[len(prefix):]
+
+
+def expected_entry(entry):
+    assert entry["url"].endswith("/wav-files/2024/11/15/" + RECORDING)
+    assert entry["date"] == "15/11/2024"
+    assert entry["time"] == "09:30:01"
+    assert entry["duration"] == 3
+    assert entry["uniqueid"] == "1731663001.4711"
+
+
+@pytest.mark.parametrize("path", ["/recorded/v1/find_phone_files.pl",
+                                  "/recorded/v1/find_phone_files"])
+def test_find_phone_files_by_get_lists_the_recording(gateway, recorded_call, path):
+    response = gateway.request("GET", path + "?phone=%2B49%2030%20901820",
+                               headers={"api-key": API_KEY})
+
+    assert response.status_code == 200, gateway.explain(response)
+    entries = response.json()
+    assert len(entries) == 1
+    expected_entry(entries[0])
+
+
+def test_find_phone_files_by_post_json_and_the_url_plays_with_range(gateway, recorded_call):
+    response = gateway.request("POST", "/recorded/v1/find_phone_files.pl",
+                               json.dumps({"phone": PHONE}),
+                               {"api-key": API_KEY, "Content-Type": "application/json"})
+
+    assert response.status_code == 200, gateway.explain(response)
+    (entry,) = response.json()
+    expected_entry(entry)
+    audio = requests.get(gateway.url + local_url(entry["url"]),
+                         headers={"Range": "bytes=0-11"}, timeout=10)
+    assert audio.status_code == 206
+    assert audio.content == recorded_call.read_bytes()[:12]
+    assert audio.content[:4] == b"RIFF" and audio.content[8:12] == b"WAVE"
+
+
+def test_find_phone_files_never_matches_a_longer_number(gateway, recorded_call):
+    response = gateway.request("GET", "/recorded/v1/find_phone_files.pl?phone=9493090182099",
+                               headers={"api-key": API_KEY})
+
+    assert response.status_code == 200
+    assert response.json() == []
+
+
+def test_find_phone_files_without_phone_is_the_legacy_400(gateway):
+    response = gateway.request("GET", "/recorded/v1/find_phone_files.pl",
+                               headers={"api-key": API_KEY})
+
+    assert response.status_code == 400
+    assert response.json() == {"status": "400 Bad Request", "icon": "error",
+                               "error": "Missing parameters: api-key or phone"}
+
+
+def test_find_phone_files_with_an_unknown_key_is_401(gateway, recorded_call):
+    response = gateway.request("GET", "/recorded/v1/find_phone_files.pl?phone=" + PHONE,
+                               headers={"api-key": "not-a-key"})
+
+    assert response.status_code == 401
+    assert RECORDING not in response.text
+
+
 # --- what the CGI process gets from Apache --------------------------------------------
 
 PROBE_CGI = """\
