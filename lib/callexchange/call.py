@@ -10,7 +10,7 @@ import time
 
 from . import ani, keys, numbers
 from .errors import ApiError, status_line
-from .params import bool_field, check_no_control, number_field, text_field
+from .params import bool_field, number_field, text_field
 from .replay import ReplayStore
 
 MISSING_ERROR = "Missing parameters: api-key, extension, or destination"
@@ -101,13 +101,7 @@ def _issue_call(config, params, api_key, protect_double_click):
                if _blank(value)]
     if missing:
         raise ApiError(400, MISSING_ERROR, missing=missing)
-    check_no_control("api-key", api_key)
-    try:
-        label = keys.find_label(config.auth.keys_file, api_key)
-    except keys.KeyFileError as error:
-        raise ApiError(500, "Server configuration error: %s" % error) from None
-    if label is None:
-        raise ApiError(401, "Invalid api-key")
+    label = keys.authenticate(config.auth.keys_file, api_key)
 
     extension = _check_extension(text_field(params, "extension"))
     destination = text_field(params, "destination")

@@ -88,6 +88,22 @@ def find_label(path, presented_key):
     return found
 
 
+def authenticate(keys_file, presented_key):
+    """The label of the client sending `presented_key`, for an endpoint: raises the
+    ApiError the endpoints answer (400 control characters, 401 unknown, 500 bad file)."""
+    from .errors import ApiError
+    if any(c in presented_key for c in "\r\n\0"):
+        raise ApiError(400, "Field 'api-key' must not contain CR, LF or NUL characters",
+                       field="api-key")
+    try:
+        label = find_label(keys_file, presented_key)
+    except KeyFileError as error:
+        raise ApiError(500, "Server configuration error: %s" % error) from None
+    if label is None:
+        raise ApiError(401, "Invalid api-key")
+    return label
+
+
 def _write_keys(path, entries):
     """Replace the keys file atomically (temp file, fsync, rename), mode 0640."""
     directory = os.path.dirname(path) or "."

@@ -311,14 +311,8 @@ def find_phone_files(config, params, api_key):
     try:
         if _blank(api_key) or _blank(params.get("phone")):
             raise ApiError(400, MISSING_ERROR)
-        check_no_control("api-key", api_key)
         from . import keys
-        try:
-            label = keys.find_label(config.auth.keys_file, api_key)
-        except keys.KeyFileError as error:
-            raise ApiError(500, "Server configuration error: %s" % error) from None
-        if label is None:
-            raise ApiError(401, "Invalid api-key")
+        keys.authenticate(config.auth.keys_file, api_key)
         return 200, lookup(config, read_query(params))
     except ApiError as error:
         return error.status, error_reply(error)
