@@ -1,0 +1,1608 @@
+#!/usr/bin/env bash
+# install.sh: install the CallExchange PBX gateway on this machine (SPEC §10).
+#
+#   sudo ./install.sh [--caller-id NUMBER]   install or update; running it again changes nothing
+#   sudo ./install.sh --demo                 also the sandbox PBX, a demo CRM and a demo key
+#   sudo ./install.sh --uninstall            remove what it installed; keep config, keys, data
+#
+# Debian 12 and Ubuntu 22.04+ (tested on Debian 12); RHEL 9 family where it can. Every
+# step looks first and then prints either what it changed or "already in place"; every
+# per-distro name is in DISTRO_TABLE below and nowhere else. What it created is listed in
+# /opt/callexchange/install-manifest, which --uninstall works from. docs/install.md has
+# the walk-through.
+#
+# Apache keeps serving what it served before when a step fails: the new snippet stays
+# only if `apachectl configtest` accepts it (else the previous one is put back), and
+# Apache is reloaded only then. For CI: CALLEXCHANGE_INSTALL_BREAK_APACHE=1 adds a directive Apache rejects, to
+# prove exactly that (.ci/install-check.sh).
+#
+# The functions can be sourced without running anything (tests/test_install.py does).
+#
+# shellcheck disable=SC2154  # the D_* names are set from DISTRO_TABLE by load_distro
+# shellcheck disable=SC2016  # backquotes in messages are literal
+
+set -Eeuo pipefail
+shopt -s lastpipe       # `... | install_text` runs install_text in this shell
+umask 022
+
+# --- where things go ---------------------------------------------------------------------
+
+PREFIX=/opt/callexchange
+APP=$PREFIX/app                         # lib/ cgi-bin/ agi-bin/ apache/ bin/ asterisk/ systemd/
+VENV=$PREFIX/venv                       # requirements(-runtime).txt, pinned
+DEMO_DIR=$PREFIX/demo                   # the demo CRM stand-in (--demo)
+MANIFEST=$PREFIX/install-manifest       # what install.sh created or changed
+CONFIG_DIR=/etc/callexchange
+CONFIG=$CONFIG_DIR/callexchange.ini
+DEMO_KEY_FILE=$CONFIG_DIR/demo-api-key
+WRAPPER=/usr/local/bin/callexchange
+LOG_DIR=/var/log/callexchange
+RUN_DIR=/run/callexchange               # pid files of background processes (no systemd)
+ASTERISK_ETC=/etc/asterisk
+AGI_DIR=/var/lib/asterisk/agi-bin
+SYSTEMD_DIR=/etc/systemd/system
+CRON_FILE=/etc/cron.d/callexchange
+APP_PARTS="lib cgi-bin agi-bin apache bin asterisk systemd"
+
+# The demo: a config of its own (only when none exists), the sandbox PBX, the CRM logger.
+DEMO_AMI_PORT=5038
+DEMO_CRM_PORT=8099
+DEMO_CALLER_ID=12125550100
+DEMO_RECORDINGS=/var/lib/callexchange/demo-recordings
+DEMO_WEBHOOK_LOG=$LOG_DIR/demo-webhooks.log
+DEMO_EXTENSION=2001
+DEMO_DESTINATION=+4930901820
+HTTP_BASE=http://127.0.0.1
+
+# Each row: a name, then its value on the Debian family and on the RHEL family.
+# Lists are comma-separated; "-" means "nothing to do there".
+DISTRO_TABLE='
+# name                debian (Debian 12, Ubuntu 22.04+)              rhel (RHEL, Rocky, Alma 9)
+packages              apache2,python3,python3-venv,ca-certificates   httpd,python3,python3-pip,ca-certificates
+python                /usr/bin/python3                               /usr/bin/python3
+demo_packages         curl                                           -
+cron_package          cron                                           cronie
+cron_daemon           cron                                           crond
+cron_pid_file         /run/crond.pid                                 /run/crond.pid
+apache_service        apache2                                        httpd
+apache_ctl            apache2ctl                                     apachectl
+apache_conf_dir       /etc/apache2/conf-available                    /etc/httpd/conf.d
+apache_conf_enable    a2enconf                                       -
+apache_conf_disable   a2disconf                                      -
+apache_conf_enabled   /etc/apache2/conf-enabled                      -
+apache_mod_enable     a2enmod                                        -
+apache_mod_disable    a2dismod                                       -
+apache_mods_enabled   /etc/apache2/mods-enabled                      -
+apache_modules        cgid,alias,env,mime,headers,allowmethods       -
+apache_pid_file       /run/apache2/apache2.pid                       /run/httpd/httpd.pid
+apache_error_log      /var/log/apache2/error.log                     /var/log/httpd/error_log
+web_user              www-data                                       apache
+web_group             www-data                                       apache
+selinux               no                                             yes
+'
+
+# --- output --------------------------------------------------------------------------------
+
+CHANGES=0
+STEP=start
+
+step() { STEP=$1; }
+
+# changed STEP WHAT: a step changed something; in_place STEP [DETAIL]: it found it done.
+changed() {
+    CHANGES=$((CHANGES + 1))
+    printf '%-18s %s\n' "[$1]" "${*:2}"
+}
+
+in_place() {
+    local detail="${*:2}"
+    printf '%-18s already in place%s\n' "[$1]" "${detail:+ ($detail)}"
+}
+
+note() {
+    printf '%-18s %s\n' "" "$*"
+}
+
+die() {
+    printf '\ninstall.sh: error in step [%s]: %s\n' "$STEP" "$*" >&2
+    exit 1
+}
+
+# Any command failing where nothing handles it stops the install with this message.
+on_error() {
+    printf '\ninstall.sh: error in step [%s]: `%s` failed (exit %s, install.sh line %s).\n' \
+        "$STEP" "$3" "$1" "$2" >&2
+    printf 'Nothing after this step was done; running install.sh again resumes from here.\n' >&2
+    exit 1
+}
+
+# --- the distro table ----------------------------------------------------------------------
+
+# distro_value FAMILY NAME: the table's entry ("-" becomes empty).
+distro_value() {
+    local column
+    case $1 in
+        debian) column=2 ;;
+        rhel) column=3 ;;
+        *) echo "distro_value: unknown family $1" >&2; return 1 ;;
+    esac
+    local value
+    value=$(printf '%s\n' "$DISTRO_TABLE" | awk -v name="$2" -v col="$column" \
+        '$1 == name { print $col; found = 1 } END { exit !found }') \
+        || { echo "distro_value: no row $2 in DISTRO_TABLE" >&2; return 1; }
+    [ "$value" = "-" ] && value=""
+    printf '%s\n' "$value"
+}
+
+# detect_family [OS_RELEASE]: debian or rhel, from ID and ID_LIKE; fails for others.
+detect_family() {
+    local file=${1:-/etc/os-release} ids
+    [ -r "$file" ] || { echo "cannot read $file" >&2; return 1; }
+    # shellcheck disable=SC1090
+    ids=$(. "$file" >/dev/null 2>&1; printf '%s %s' "${ID:-}" "${ID_LIKE:-}")
+    local id
+    for id in $ids; do
+        case $id in
+            debian|ubuntu) echo debian; return 0 ;;
+            rhel|centos|fedora|rocky|almalinux|ol) echo rhel; return 0 ;;
+        esac
+    done
+    echo "unsupported system (ID/ID_LIKE: $ids); supported: Debian, Ubuntu, RHEL 9 family" >&2
+    return 1
+}
+
+load_distro() {
+    FAMILY=$(detect_family /etc/os-release 2>"$WORK/family") \
+        || die "$(cat "$WORK/family")"
+    local name
+    for name in packages python demo_packages cron_package cron_daemon cron_pid_file apache_service \
+            apache_ctl apache_conf_dir apache_conf_enable apache_conf_disable \
+            apache_conf_enabled apache_mod_enable apache_mod_disable apache_mods_enabled \
+            apache_modules apache_pid_file apache_error_log web_user web_group selinux; do
+        printf -v "D_${name}" '%s' "$(distro_value "$FAMILY" "$name")"
+    done
+    WEB_USER=$D_web_user
+    WEB_GROUP=$D_web_group
+    APACHE_CONF=$D_apache_conf_dir/callexchange.conf
+}
+
+# detect_init: INIT=systemd when systemd runs as PID 1 (hosts, VMs), else INIT=none
+# (containers, some CI): then services become background processes with pid files.
+detect_init() {
+    PID1=$(cat /proc/1/comm 2>/dev/null || ps -p 1 -o comm= 2>/dev/null || echo unknown)
+    if [ "$PID1" = systemd ] && [ -d /run/systemd/system ]; then
+        INIT=systemd
+    else
+        INIT=none
+    fi
+}
+
+# --- pure helpers (tested by tests/test_install.py) ----------------------------------------
+
+# render TEMPLATE NAME=VALUE...: the template with every @NAME@ replaced by VALUE; fails
+# if any @NAME@ is left. Values are taken literally (no sed, no & or \ surprises).
+render() {
+    local template=$1 text pair name value
+    shift
+    text=$(cat "$template") || return 1
+    for pair in "$@"; do
+        name=${pair%%=*}
+        value=${pair#*=}
+        text=${text//"@$name@"/"$value"}
+    done
+    local left
+    left=$(printf '%s\n' "$text" | grep -o '@[A-Z][A-Z0-9_]*@' | sort -u | tr '\n' ' ' || true)
+    if [ -n "$left" ]; then
+        echo "render: $template: no value for ${left% }" >&2
+        return 1
+    fi
+    printf '%s\n' "$text"
+}
+
+# add_include FILE NAME: make FILE #include NAME, once: a line `#include NAME` or
+# `#include "NAME"` already there is kept, else `#include "NAME"` is appended (after a
+# newline if the file did not end with one). The file keeps its inode, owner and mode.
+# Prints "<how><TAB><the line>", how being present, added, or added+newline.
+add_include() {
+    local file=$1 name=$2 found how=added
+    found=$(grep -E -m 1 "^[[:space:]]*#include[[:space:]]+\"?${name//./\\.}\"?[[:space:]]*\$" "$file" || true)
+    if [ -n "$found" ]; then
+        printf 'present\t%s\n' "$found"
+        return 0
+    fi
+    if [ -s "$file" ] && [ "$(tail -c 1 "$file" | od -An -c | tr -d ' ')" != '\n' ]; then
+        printf '\n' >> "$file"
+        how=added+newline
+    fi
+    printf '#include "%s"\n' "$name" >> "$file"
+    printf '%s\t#include "%s"\n' "$how" "$name"
+}
+
+# remove_include FILE LINE [added+newline]: delete the lines equal to LINE, in place (same
+# inode, owner and mode); with added+newline, and LINE last in the file, also the newline
+# add_include put before it, so the file is byte for byte what it was. Prints "removed" or
+# "absent".
+remove_include() {
+    local file=$1 line=$2 how=${3:-} kept last
+    if ! grep -Fxq -- "$line" "$file"; then
+        echo absent
+        return 0
+    fi
+    last=$(tail -n 1 "$file")
+    kept=$(mktemp)
+    grep -Fxv -- "$line" "$file" > "$kept" || true
+    if [ "$how" = added+newline ] && [ "$last" = "$line" ] && [ -s "$kept" ]; then
+        truncate -s -1 "$kept"
+    fi
+    cat "$kept" > "$file"
+    rm -f "$kept"
+    echo removed
+}
+
+# render_site_conf TEMPLATE RECORDINGS_ROOT: the Apache snippet as installed. With
+# CALLEXCHANGE_INSTALL_BREAK_APACHE=1 (CI) it ends in a directive Apache rejects.
+render_site_conf() {
+    render "$1" PREFIX="$APP" VENV="$VENV" CONFIG="$CONFIG" RECORDINGS_ROOT="$2" || return 1
+    if [ "${CALLEXCHANGE_INSTALL_BREAK_APACHE:-}" = 1 ]; then
+        printf '\n# CALLEXCHANGE_INSTALL_BREAK_APACHE=1: a directive Apache does not know.\n'
+        printf 'CallExchangeBrokenOnPurpose on\n'
+    fi
+}
+
+# snippet_name FILE: the name an asterisk/ snippet gets in /etc/asterisk (ours carry
+# "callexchange" in the name so they never clash with an admin's files).
+snippet_name() {
+    local name
+    name=$(basename "$1")
+    case $name in
+        *callexchange*) echo "$name" ;;
+        *) echo "callexchange-$name" ;;
+    esac
+}
+
+# snippet_target NAME: the main Asterisk file that #includes this snippet, or nothing.
+snippet_target() {
+    case $1 in
+        *extensions*|*dialplan*) echo extensions.conf ;;
+        *manager*) echo manager.conf ;;
+        *) echo "" ;;
+    esac
+}
+
+# unit_setting UNIT_FILE KEY: the value of KEY= in a systemd unit (the last one wins).
+unit_setting() {
+    sed -n "s/^[[:space:]]*$2[[:space:]]*=[[:space:]]*//p" "$1" | tail -n 1
+}
+
+# cron_line SERVICE_FILE DEFAULT_USER: the /etc/cron.d line that does what the timer's
+# service does, every minute, for hosts without systemd.
+cron_line() {
+    local command user
+    command=$(unit_setting "$1" ExecStart)
+    command=${command#[-@+!:]}
+    user=$(unit_setting "$1" User)
+    [ -n "$command" ] || return 1
+    printf '* * * * * %s %s >/dev/null 2>&1\n' "${user:-$2}" "$command"
+}
+
+# manifest_add KIND PATH [DETAIL [HOW]]: record what was created, once (tab-separated).
+# An entry with the same KIND, PATH and DETAIL is kept as first recorded: HOW (e.g. that
+# add_include had to add a newline) describes the creation, which a later run does not see.
+manifest_add() {
+    local entry
+    entry=$(printf '%s\t' "$@")
+    entry=${entry%$'\t'}
+    mkdir -p "$(dirname "$MANIFEST")"
+    if [ ! -f "$MANIFEST" ]; then
+        printf '# CallExchange install manifest: what install.sh created or changed.\n# kind\tpath\tdetail; read by install.sh --uninstall and .ci/install-check.sh.\n' > "$MANIFEST"
+    fi
+    if ! awk -F '\t' -v k="$1" -v p="$2" -v d="${3:-}" \
+            '$1 == k && $2 == p && ($3 == d || (d == "" && NF == 2)) { found = 1 } END { exit !found }' \
+            "$MANIFEST"; then
+        printf '%s\n' "$entry" >> "$MANIFEST"
+    fi
+}
+
+# --- file helpers -------------------------------------------------------------------------
+
+# install_file SRC DEST MODE OWNER GROUP: DEST becomes a copy of SRC with that mode and
+# owner, replaced atomically (temp file in DEST's dir, then rename). FILE_CHANGED=1 when
+# anything had to change.
+install_file() {
+    local src=$1 dest=$2 mode=$3 owner=$4 group=$5
+    FILE_CHANGED=0
+    if [ -f "$dest" ] && [ ! -L "$dest" ] && cmp -s "$src" "$dest"; then
+        if [ "$(stat -c '%a %U %G' "$dest")" != "$mode $owner $group" ]; then
+            chown "$owner:$group" "$dest"
+            chmod "$mode" "$dest"
+            FILE_CHANGED=1
+        fi
+        return 0
+    fi
+    mkdir -p "$(dirname "$dest")"
+    local tmp
+    tmp=$(mktemp "$(dirname "$dest")/.cx-install.XXXXXX")
+    cat "$src" > "$tmp"
+    chown "$owner:$group" "$tmp"
+    chmod "$mode" "$tmp"
+    mv -f "$tmp" "$dest"
+    FILE_CHANGED=1
+}
+
+# install_text DEST MODE OWNER GROUP: like install_file, the content from stdin.
+install_text() {
+    local tmp
+    tmp=$(mktemp "$WORK/text.XXXXXX")
+    cat > "$tmp"
+    install_file "$tmp" "$@"
+    rm -f "$tmp"
+}
+
+# ensure_dir DIR MODE OWNER GROUP: create DIR like that if missing (an existing dir is
+# left as the admin has it). DIR_CHANGED=1 when created.
+ensure_dir() {
+    DIR_CHANGED=0
+    if [ ! -d "$1" ]; then
+        mkdir -p "$1"
+        chown "$3:$4" "$1"
+        chmod "$2" "$1"
+        DIR_CHANGED=1
+    fi
+}
+
+# wait_for_port HOST PORT SECONDS: true once something accepts connections there.
+wait_for_port() {
+    local deadline=$((SECONDS + $3))
+    while [ "$SECONDS" -le "$deadline" ]; do
+        if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    return 1
+}
+
+port_is_free() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# free_port PREFERRED: PREFERRED if nothing listens there, else a free port from the kernel.
+free_port() {
+    if port_is_free "$1"; then
+        echo "$1"
+    else
+        "$D_python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    fi
+}
+
+random_hex() {
+    "$D_python" -c 'import secrets, sys; print(secrets.token_hex(int(sys.argv[1])))' "$1"
+}
+
+user_exists() {
+    getent passwd "$1" >/dev/null 2>&1
+}
+
+# as_user USER COMMAND...: run COMMAND as USER (and its groups), without a shell or PAM.
+as_user() {
+    local user=$1
+    shift
+    setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups -- "$@"
+}
+
+# --- steps --------------------------------------------------------------------------------
+
+step_preflight() {
+    step preflight
+    [ "$(id -u)" -eq 0 ] || die "run as root: sudo $0 ${ARGS[*]}"
+    if [ ! -f "$SRC/lib/callexchange/__init__.py" ] || [ ! -f "$SRC/requirements.txt" ]; then
+        die "run from a CallExchange checkout ($SRC has no lib/callexchange or requirements.txt)"
+    fi
+    case $PREFIX$VENV$APP$CONFIG in
+        *[[:space:]\|\&\\]*) die "install paths must not contain spaces, |, & or \\" ;;
+    esac
+    load_distro
+    detect_init
+    local pretty
+    # shellcheck disable=SC1091
+    pretty=$(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-unknown}")
+    if [ "$INIT" = systemd ]; then
+        echo "CallExchange install on $pretty ($FAMILY family; systemd is PID 1)"
+    else
+        echo "CallExchange install on $pretty ($FAMILY family; PID 1 is $PID1, not systemd:" \
+             "services run as background processes with pid files in $RUN_DIR)"
+    fi
+}
+
+# missing_packages PKG...: those not installed.
+missing_packages() {
+    local package
+    for package in "$@"; do
+        case $FAMILY in
+            debian)
+                dpkg-query -W -f='${Status}\n' "$package" 2>/dev/null | grep -q 'ok installed' \
+                    || echo "$package" ;;
+            rhel)
+                rpm -q "$package" >/dev/null 2>&1 || echo "$package" ;;
+        esac
+    done
+}
+
+step_packages() {
+    step packages
+    local wanted
+    wanted=$(echo "$D_packages" | tr ',' ' ')
+    if [ "$MODE" = demo ]; then
+        wanted="$wanted $(echo "$D_demo_packages" | tr ',' ' ')"
+    fi
+    if [ "$INIT" = none ] && ls "$SRC"/systemd/*.timer >/dev/null 2>&1; then
+        wanted="$wanted $D_cron_package"     # the timers become /etc/cron.d lines
+    fi
+    wanted=$(printf '%s\n' "$wanted" | xargs)
+    local missing
+    # shellcheck disable=SC2086
+    missing=$(missing_packages $wanted | xargs)
+    if [ -z "$missing" ]; then
+        in_place packages "$wanted"
+        return
+    fi
+    local log=$WORK/packages.log
+    case $FAMILY in
+        debian)
+            # shellcheck disable=SC2086
+            { DEBIAN_FRONTEND=noninteractive apt-get update -q \
+              && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing; } \
+                > "$log" 2>&1 ;;
+        rhel)
+            # shellcheck disable=SC2086
+            dnf install -y -q $missing > "$log" 2>&1 ;;
+    esac || {
+        tail -n 20 "$log" >&2
+        die "could not install the packages: $missing (see the package manager's output" \
+            "above). Nothing else was changed; Apache was not touched."
+    }
+    changed packages "installed $missing"
+}
+
+# Copy the app tree: every file of APP_PARTS in the checkout (no __pycache__), files no
+# longer in the checkout removed. The AGI hook gets the venv's python as its interpreter,
+# since Asterisk runs it directly.
+step_app() {
+    step app
+    local copied=0 removed=0 part file rel dest mode expected=$WORK/app-files
+    : > "$expected"
+    ensure_dir "$APP" 755 root root
+    for part in $APP_PARTS; do
+        [ -d "$SRC/$part" ] || continue
+        while IFS= read -r file; do
+            rel=${file#"$SRC"/}
+            dest=$APP/$rel
+            echo "$dest" >> "$expected"
+            mode=644
+            [ -x "$file" ] && mode=755
+            if [ "$part" = agi-bin ] && head -n 1 "$file" | grep -q '^#!.*python'; then
+                { echo "#!$VENV/bin/python3"; tail -n +2 "$file"; } \
+                    | install_text "$dest" "$mode" root root
+            else
+                install_file "$file" "$dest" "$mode" root root
+            fi
+            copied=$((copied + FILE_CHANGED))
+        done < <(find "$SRC/$part" -name __pycache__ -prune -o -type f ! -name '*.pyc' -print | sort)
+    done
+    while IFS= read -r file; do
+        if ! grep -Fxq -- "$file" "$expected"; then
+            rm -f "$file"
+            case $file in
+                *.py) rm -f "$(dirname "$file")/__pycache__/$(basename "$file" .py)".*.pyc ;;
+            esac
+            removed=$((removed + 1))
+        fi
+    done < <(find "$APP" -name __pycache__ -prune -o -type f -print | sort)
+    find "$APP" -mindepth 1 -depth -type d -empty -delete
+    manifest_add tree "$APP"
+    APP_CHANGED=$((copied + removed))
+    if [ "$APP_CHANGED" -eq 0 ]; then
+        in_place app "$APP, $(wc -l < "$expected") files"
+    else
+        changed app "$APP: $copied file(s) copied, $removed removed"
+    fi
+}
+
+# venv_usable: the web server's user, with the CGI's PATH, gets the venv's python.
+venv_usable() {
+    [ -x "$VENV/bin/python3" ] || return 1
+    local prefix
+    prefix=$(as_user "$WEB_USER" env -i PATH="$VENV/bin:/usr/bin:/bin" python3 -c \
+        'import sys; print(sys.prefix)' 2>/dev/null) || return 1
+    [ "$prefix" = "$VENV" ]
+}
+
+step_venv() {
+    step venv
+    # requirements-runtime.txt, where the checkout has one, leaves out the test tools
+    # (pytest, WebTest, hypothesis), which a server does not need.
+    local requirements=$SRC/requirements.txt
+    [ -f "$SRC/requirements-runtime.txt" ] && requirements=$SRC/requirements-runtime.txt
+    local name want have stamp=$VENV/.requirements.sha256
+    name=$(basename "$requirements")
+    want=$(sha256sum "$requirements" | cut -c1-64)
+    have=$(cat "$stamp" 2>/dev/null || true)
+    if [ "$have" = "$want" ] && venv_usable; then
+        in_place venv "$VENV, $name ${want:0:12}"
+        return
+    fi
+    if ! venv_usable; then
+        # Missing, its python gone (a system upgrade), or made from a python the web
+        # server cannot run (pyenv under /root): made anew from the distribution's.
+        rm -rf "$VENV"
+        "$D_python" -m venv "$VENV" || die "$D_python -m venv $VENV failed"
+        venv_usable || die "$WEB_USER cannot run $VENV/bin/python3 as the CGI does" \
+            "(PATH=$VENV/bin:... python3); is $D_python readable by everyone?"
+    fi
+    manifest_add tree "$VENV"
+    "$VENV/bin/python3" -m pip install --disable-pip-version-check --no-input -q \
+        -r "$requirements" > "$WORK/pip.log" 2>&1 || {
+        tail -n 20 "$WORK/pip.log" >&2
+        die "pip could not install $name into $VENV (output above). Apache was not" \
+            "touched; run install.sh again once the cause is fixed."
+    }
+    echo "$want" > "$stamp"
+    APP_CHANGED=$((APP_CHANGED + 1))
+    changed venv "$VENV with $name (${want:0:12})"
+}
+
+# www-data cannot write __pycache__ under a root-owned tree: compile lib/ now.
+step_bytecode() {
+    step bytecode
+    local before after
+    before=$(find "$APP" -name '*.pyc' -printf '%p %s %T@\n' | sort | sha256sum)
+    "$VENV/bin/python3" -m compileall -q "$APP/lib" > "$WORK/compileall.log" 2>&1 || {
+        cat "$WORK/compileall.log" >&2
+        die "python -m compileall $APP/lib failed"
+    }
+    after=$(find "$APP" -name '*.pyc' -printf '%p %s %T@\n' | sort | sha256sum)
+    if [ "$before" = "$after" ]; then
+        in_place bytecode "$APP/lib compiled"
+    else
+        changed bytecode "compiled $APP/lib"
+    fi
+}
+
+step_wrapper() {
+    step wrapper
+    if [ -e "$WRAPPER" ] && ! grep -q 'CallExchange install.sh' "$WRAPPER" 2>/dev/null; then
+        die "$WRAPPER exists and was not installed by install.sh; move it away and run again"
+    fi
+    printf '%s\n' '#!/bin/sh' \
+        '# The CallExchange admin tool, with the gateway'"'"'s venv (installed by CallExchange install.sh).' \
+        "exec $VENV/bin/python3 $APP/bin/callexchange \"\$@\"" \
+        | install_text "$WRAPPER" 755 root root
+    manifest_add file "$WRAPPER"
+    if [ "$FILE_CHANGED" = 1 ]; then
+        changed wrapper "$WRAPPER runs $APP/bin/callexchange with $VENV/bin/python3"
+    else
+        in_place wrapper "$WRAPPER"
+    fi
+}
+
+# The config is written once: from etc/callexchange.ini.example, with a generated AMI
+# secret; --demo writes a demo config instead. An existing file is never touched.
+step_config() {
+    step config
+    ensure_dir "$CONFIG_DIR" 750 root "$WEB_GROUP"
+    manifest_add keep "$CONFIG_DIR"
+    if [ -e "$CONFIG" ]; then
+        in_place config "$CONFIG kept as it is; install.sh never overwrites it"
+        if [ -n "$CALLER_ID" ]; then
+            note "--caller-id $CALLER_ID is not used: set [ani] default in $CONFIG yourself"
+        fi
+        return
+    fi
+    local template=$SRC/etc/callexchange.ini.example
+    [ -f "$template" ] || die "missing $template"
+    local ami_port=5038 caller_id=${CALLER_ID:-CHANGE-ME} base_url webhook_url="" \
+        webhook_secret="" recordings=/var/spool/asterisk/monitor
+    base_url="http://$(hostname -f 2>/dev/null || cat /proc/sys/kernel/hostname)/wav-files/"
+    if [ "$MODE" = demo ]; then
+        ami_port=$(free_port "$DEMO_AMI_PORT")
+        caller_id=${CALLER_ID:-$DEMO_CALLER_ID}
+        base_url=$HTTP_BASE/wav-files/
+        webhook_url="http://127.0.0.1:$(free_port "$DEMO_CRM_PORT")/webhooks"
+        webhook_secret="whsec_$("$D_python" -c 'import base64, os; print(base64.b64encode(os.urandom(24)).decode())')"
+        recordings=$DEMO_RECORDINGS
+    fi
+    render "$template" AMI_HOST=127.0.0.1 AMI_PORT="$ami_port" AMI_USERNAME=callexchange \
+        AMI_SECRET="$(random_hex 16)" ANI_DEFAULT="$caller_id" RECORDINGS_ROOT="$recordings" \
+        BASE_URL="$base_url" WEBHOOK_URL="$webhook_url" WEBHOOK_SECRET="$webhook_secret" \
+        > "$WORK/config.ini" || die "cannot render $template"
+    install_file "$WORK/config.ini" "$CONFIG" 640 root "$WEB_GROUP"
+    manifest_add keep "$CONFIG"
+    if [ "$MODE" = demo ]; then
+        changed config "wrote the demo config $CONFIG (AMI: the sandbox on 127.0.0.1:$ami_port;" \
+            "webhooks: the demo CRM at $webhook_url)"
+    else
+        changed config "wrote $CONFIG (root:$WEB_GROUP 0640) with a generated AMI secret"
+    fi
+    if [ "$caller_id" = CHANGE-ME ]; then
+        note "set your caller ID: [ani] default in $CONFIG (or run install.sh --caller-id NUMBER"
+        note "before a config exists); until then the endpoints answer a 500 naming that line"
+    fi
+}
+
+# read_config: CFG_* shell variables from the config, through the gateway's own parser.
+# A config that does not validate still yields its values (with the defaults) and
+# CONFIG_PROBLEM says what is wrong; one that cannot even be parsed stops the install.
+read_config() {
+    local out
+    out=$("$VENV/bin/python3" - "$APP/lib" "$CONFIG" <<'PY'
+import shlex
+import sys
+
+sys.path.insert(0, sys.argv[1])
+from callexchange import config as schema
+
+path = sys.argv[2]
+problem = ""
+try:
+    loaded = schema.load_config(path)
+
+    def get(section, key):
+        return getattr(getattr(loaded, section), key)
+except schema.ConfigError as error:
+    problem = str(error)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = schema.parse_ini(handle.read(), path)
+    except (OSError, UnicodeDecodeError, schema.ConfigError) as fatal:
+        print("CONFIG_FATAL=%s" % shlex.quote(str(fatal)))
+        sys.exit(0)
+
+    def get(section, key):
+        if key in raw.get(section, {}):
+            return raw[section][key][0]
+        return schema.SCHEMA[section][key][1] or ""
+wanted = {"AMI_HOST": ("ami", "host"), "AMI_PORT": ("ami", "port"),
+          "AMI_USERNAME": ("ami", "username"), "AMI_SECRET": ("ami", "secret"),
+          "RECORDINGS_ROOT": ("recordings", "root"), "KEYS_FILE": ("auth", "keys_file"),
+          "STATE_DIR": ("state", "dir"), "WEBHOOK_URL": ("webhook", "url")}
+for name, (section, key) in wanted.items():
+    print("CFG_%s=%s" % (name, shlex.quote(str(get(section, key)))))
+print("CONFIG_PROBLEM=%s" % shlex.quote(problem))
+print("CONFIG_FATAL=''")
+PY
+) || die "cannot read $CONFIG with $VENV/bin/python3"
+    eval "$out"
+    [ -z "$CONFIG_FATAL" ] || die "$CONFIG cannot be parsed: $CONFIG_FATAL"
+    if [ -n "$CONFIG_PROBLEM" ] && [ "$MODE" = demo ]; then
+        die "the existing $CONFIG is not valid: $CONFIG_PROBLEM. Fix it, or move it away" \
+            "so that --demo writes a demo config"
+    fi
+    case "$CFG_RECORDINGS_ROOT$CFG_STATE_DIR" in
+        *[[:space:]\|\&\\]*) die "[recordings] root and [state] dir must not contain spaces, |, & or \\" ;;
+    esac
+}
+
+step_keys_file() {
+    step keys
+    if [ -e "$CFG_KEYS_FILE" ]; then
+        in_place keys "$CFG_KEYS_FILE"
+        return
+    fi
+    ensure_dir "$(dirname "$CFG_KEYS_FILE")" 750 root "$WEB_GROUP"
+    printf '# CallExchange API keys: label, SHA-256 of the key, created (UTC)\n' \
+        | install_text "$CFG_KEYS_FILE" 640 root "$WEB_GROUP"
+    manifest_add keep "$CFG_KEYS_FILE"
+    changed keys "created $CFG_KEYS_FILE (root:$WEB_GROUP 0640); add a key: callexchange keys add --label NAME"
+}
+
+# Who writes the webhook spool: the AGI hook, i.e. Asterisk's user where Asterisk is
+# installed; else (the sandbox only) the web server's user.
+spool_user() {
+    if [ -d "$ASTERISK_ETC" ] && user_exists asterisk; then
+        echo asterisk
+    else
+        echo "$WEB_USER"
+    fi
+}
+
+# The state dir: the CGI (web user) writes ANI counts, replay and idempotency records
+# there; the webhook spool below it belongs to whoever runs the hook.
+step_state() {
+    step state
+    local did=""
+    if [ ! -d "$CFG_STATE_DIR" ]; then
+        ensure_dir "$CFG_STATE_DIR" 750 "$WEB_USER" "$WEB_GROUP"
+        did="created $CFG_STATE_DIR ($WEB_USER, 0750)"
+    elif [ "$(stat -c %U "$CFG_STATE_DIR")" != "$WEB_USER" ]; then
+        chown "$WEB_USER:$WEB_GROUP" "$CFG_STATE_DIR"
+        did="gave $CFG_STATE_DIR to $WEB_USER (the CGI writes there)"
+    fi
+    manifest_add keep "$CFG_STATE_DIR"
+    local spool=$CFG_STATE_DIR/webhooks owner
+    owner=$SPOOL_USER
+    if [ ! -d "$spool" ]; then
+        ensure_dir "$spool" 750 "$owner" "$WEB_GROUP"
+        did="${did:+$did; }created $spool ($owner)"
+    elif [ "$(stat -c %U "$spool")" != "$owner" ]; then
+        chown -R "$owner:$WEB_GROUP" "$spool"
+        did="${did:+$did; }gave $spool to $owner (the webhook hook writes there)"
+    fi
+    if [ -n "$did" ]; then
+        changed state "$did"
+    else
+        in_place state "$CFG_STATE_DIR, spool owned by $owner"
+    fi
+}
+
+step_recordings() {
+    step recordings
+    if [ -d "$CFG_RECORDINGS_ROOT" ]; then
+        in_place recordings "$CFG_RECORDINGS_ROOT served at /wav-files/"
+        if ! as_user "$WEB_USER" test -r "$CFG_RECORDINGS_ROOT" -a -x "$CFG_RECORDINGS_ROOT"; then
+            note "warning: $WEB_USER cannot read $CFG_RECORDINGS_ROOT; /wav-files/ will answer 403"
+        fi
+    elif [ "$MODE" = demo ]; then
+        # The sandbox writes the demo recordings as the spool's user.
+        ensure_dir "$CFG_RECORDINGS_ROOT" 755 "$SPOOL_USER" "$WEB_GROUP"
+        changed recordings "created $CFG_RECORDINGS_ROOT for the sandbox's recordings"
+    else
+        in_place recordings "$CFG_RECORDINGS_ROOT does not exist yet; Asterisk creates it"
+    fi
+}
+
+# Asterisk's user reads the config (group $WEB_GROUP) and writes the spool: on a PBX it
+# joins that group. Asterisk gets the group when it next starts.
+step_asterisk_user() {
+    step asterisk-user
+    if [ "$SPOOL_USER" != asterisk ]; then
+        return
+    fi
+    if id -nG asterisk | tr ' ' '\n' | grep -Fxq "$WEB_GROUP"; then
+        in_place asterisk-user "asterisk is in group $WEB_GROUP"
+        return
+    fi
+    usermod -a -G "$WEB_GROUP" asterisk
+    manifest_add group-member asterisk "$WEB_GROUP"
+    changed asterisk-user "added the user asterisk to group $WEB_GROUP (to read $CONFIG);" \
+        "restart Asterisk once, when no calls are up, for the AGI hook to get it"
+}
+
+step_agi() {
+    step agi
+    if [ ! -d "$ASTERISK_ETC" ]; then
+        return
+    fi
+    if ! ls "$APP"/agi-bin/* >/dev/null 2>&1; then
+        in_place agi "no agi-bin/ in this checkout yet"
+        return
+    fi
+    ensure_dir "$AGI_DIR" 755 root root
+    local script link did=""
+    for script in "$APP"/agi-bin/*; do
+        link=$AGI_DIR/$(basename "$script")
+        if [ -L "$link" ] && [ "$(readlink "$link")" = "$script" ]; then
+            manifest_add link "$link"
+            continue
+        fi
+        if [ -e "$link" ] && [ ! -L "$link" ]; then
+            die "$link exists and is not ours; move it away and run again"
+        fi
+        ln -sfn "$script" "$link"
+        manifest_add link "$link"
+        did="${did:+$did, }$link"
+    done
+    if [ -n "$did" ]; then
+        changed agi "linked $did -> $APP/agi-bin/"
+    else
+        in_place agi "$AGI_DIR -> $APP/agi-bin/"
+    fi
+}
+
+# asterisk/*.conf go to /etc/asterisk under callexchange names; the admin's
+# extensions.conf and manager.conf only get one #include line each.
+step_asterisk_snippets() {
+    step asterisk
+    if [ ! -d "$ASTERISK_ETC" ]; then
+        in_place asterisk "nothing to do: no $ASTERISK_ETC here; once Asterisk is installed, run install.sh again for the AGI hook and the dialplan"
+        return
+    fi
+    if ! ls "$APP"/asterisk/*.conf >/dev/null 2>&1; then
+        in_place asterisk "no asterisk/*.conf in this checkout yet"
+        return
+    fi
+    local snippet name dest target line group did="" result
+    group=$(stat -c %G "$ASTERISK_ETC" 2>/dev/null || echo root)
+    for snippet in "$APP"/asterisk/*.conf; do
+        name=$(snippet_name "$snippet")
+        dest=$ASTERISK_ETC/$name
+        render "$snippet" AMI_USERNAME="$CFG_AMI_USERNAME" AMI_SECRET="$CFG_AMI_SECRET" \
+            PREFIX="$APP" VENV="$VENV" CONFIG="$CONFIG" > "$WORK/snippet" \
+            || die "cannot render $snippet"
+        install_file "$WORK/snippet" "$dest" 640 root "$group"
+        manifest_add file "$dest"
+        [ "$FILE_CHANGED" = 1 ] && did="${did:+$did, }$dest" && ASTERISK_RELOAD="$ASTERISK_RELOAD $name"
+        target=$(snippet_target "$name")
+        [ -n "$target" ] || continue
+        if [ ! -f "$ASTERISK_ETC/$target" ]; then
+            note "warning: no $ASTERISK_ETC/$target: add the line #include \"$name\" to it yourself"
+            continue
+        fi
+        result=$(add_include "$ASTERISK_ETC/$target" "$name")
+        line=${result#*$'\t'}
+        case $result in
+            added+newline*) manifest_add include "$ASTERISK_ETC/$target" "$line"$'\t'added+newline ;;
+            *) manifest_add include "$ASTERISK_ETC/$target" "$line" ;;
+        esac
+        if [ "${result%%$'\t'*}" != present ]; then
+            did="${did:+$did, }$line in $target"
+            ASTERISK_RELOAD="$ASTERISK_RELOAD $name"
+        fi
+    done
+    if [ -n "$did" ]; then
+        changed asterisk "installed $did"
+    else
+        in_place asterisk "snippets and #include lines in $ASTERISK_ETC"
+    fi
+    if [ "$CFG_RECORDINGS_ROOT" != /var/spool/asterisk/monitor ]; then
+        note "note: [recordings] root is $CFG_RECORDINGS_ROOT: set CX_RECORDING_ROOT=$CFG_RECORDINGS_ROOT"
+        note "in [globals] of $ASTERISK_ETC/extensions.conf, so that MixMonitor writes there"
+    fi
+}
+
+# reload_asterisk SNIPPET_NAMES: reload the dialplan / manager if Asterisk is running.
+reload_asterisk() {
+    [ -n "${1// /}" ] || return 0
+    if ! command -v asterisk >/dev/null || ! asterisk -rx 'core show version' >/dev/null 2>&1; then
+        note "Asterisk is not running: it reads the new files when it starts"
+        return 0
+    fi
+    case $1 in *extensions*|*dialplan*) asterisk -rx 'dialplan reload' >/dev/null && note "asterisk: dialplan reloaded" ;; esac
+    case $1 in *manager*) asterisk -rx 'manager reload' >/dev/null && note "asterisk: manager reloaded" ;; esac
+    return 0
+}
+
+apache_running() {
+    if [ "$INIT" = systemd ]; then
+        systemctl is-active --quiet "$D_apache_service"
+    else
+        local pid
+        pid=$(cat "$D_apache_pid_file" 2>/dev/null) && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+    fi
+}
+
+# apache_reload: a graceful reload (running requests finish); output in $WORK/reload.log.
+apache_reload() {
+    if [ "$INIT" = systemd ]; then
+        systemctl reload "$D_apache_service" > "$WORK/reload.log" 2>&1
+    else
+        "$D_apache_ctl" graceful > "$WORK/reload.log" 2>&1
+    fi
+}
+
+# The snippet and the modules, as one transaction: put in place, `configtest`, and on
+# failure put everything back as it was; Apache is not reloaded until it passes.
+step_apache_conf() {
+    step apache-conf
+    local rendered=$WORK/callexchange.conf
+    render_site_conf "$SRC/apache/callexchange.conf.in" "$CFG_RECORDINGS_ROOT" > "$rendered" \
+        || die "cannot render apache/callexchange.conf.in"
+    local missing_mods="" module enabled=1
+    for module in $(echo "$D_apache_modules" | tr ',' ' '); do
+        [ -e "$D_apache_mods_enabled/$module.load" ] || missing_mods="$missing_mods $module"
+    done
+    missing_mods=${missing_mods# }
+    if [ -n "$D_apache_conf_enabled" ] && [ ! -e "$D_apache_conf_enabled/callexchange.conf" ]; then
+        enabled=0
+    fi
+    if cmp -s "$rendered" "$APACHE_CONF" && [ "$enabled" = 1 ] && [ -z "$missing_mods" ]; then
+        manifest_add file "$APACHE_CONF"
+        in_place apache-conf "$APACHE_CONF${D_apache_conf_enable:+, enabled}"
+        return
+    fi
+    local previous=""
+    if [ -f "$APACHE_CONF" ]; then
+        previous=$WORK/previous-callexchange.conf
+        cp -p "$APACHE_CONF" "$previous"
+    fi
+    install_file "$rendered" "$APACHE_CONF" 644 root root
+    if [ "$enabled" = 0 ]; then
+        "$D_apache_conf_enable" -q callexchange >/dev/null
+    fi
+    if [ -n "$missing_mods" ]; then
+        # shellcheck disable=SC2086
+        "$D_apache_mod_enable" -q $missing_mods >/dev/null
+    fi
+    if ! "$D_apache_ctl" configtest > "$WORK/configtest.log" 2>&1; then
+        # Put back exactly what was there: the old snippet (or none), its enabling, the modules.
+        if [ -n "$previous" ]; then
+            install_file "$previous" "$APACHE_CONF" "$(stat -c %a "$previous")" \
+                "$(stat -c %U "$previous")" "$(stat -c %G "$previous")"
+        else
+            rm -f "$APACHE_CONF"
+        fi
+        [ "$enabled" = 0 ] && "$D_apache_conf_disable" -q callexchange >/dev/null 2>&1
+        # shellcheck disable=SC2086
+        [ -n "$missing_mods" ] && "$D_apache_mod_disable" -q $missing_mods >/dev/null 2>&1
+        sed 's/^/    /' "$WORK/configtest.log" >&2
+        local undone="the previous ${APACHE_CONF##*/} was put back"
+        [ -n "$previous" ] || undone="the new ${APACHE_CONF##*/} was removed"
+        die "Apache rejected the new configuration ($D_apache_ctl configtest, above):" \
+            "$undone${missing_mods:+, modules $missing_mods disabled again}, and" \
+            "Apache was NOT reloaded: it goes on serving what it served before."
+    fi
+    manifest_add file "$APACHE_CONF"
+    [ -n "$D_apache_conf_enable" ] && manifest_add apache-conf callexchange
+    APACHE_RELOAD=1
+    changed apache-conf "wrote $APACHE_CONF${D_apache_conf_enable:+ and enabled it}${missing_mods:+; modules enabled: $missing_mods}; configtest: Syntax OK"
+}
+
+step_apache_service() {
+    step apache
+    if apache_running; then
+        if [ "$APACHE_RELOAD" = 1 ]; then
+            apache_reload || die "Apache did not reload: $(cat "$WORK/reload.log")"
+            changed apache "reloaded gracefully: the gateway's URLs are served"
+        else
+            in_place apache "$D_apache_service running"
+        fi
+        return
+    fi
+    if [ "$INIT" = systemd ]; then
+        systemctl enable --now "$D_apache_service" >/dev/null 2>&1 \
+            || die "systemctl start $D_apache_service failed: see journalctl -u $D_apache_service"
+        changed apache "started and enabled $D_apache_service"
+    else
+        "$D_apache_ctl" start > "$WORK/apache-start.log" 2>&1 || {
+            cat "$WORK/apache-start.log" >&2
+            die "$D_apache_ctl start failed (above; also $D_apache_error_log)"
+        }
+        changed apache "started $D_apache_service ($D_apache_ctl start; no systemd here: after a" \
+            "reboot start it the same way)"
+    fi
+}
+
+# SELinux (RHEL family, enforcing): the CGI runs from /opt and connects to the AMI port.
+step_selinux() {
+    step selinux
+    [ "$D_selinux" = yes ] || return 0
+    if ! command -v selinuxenabled >/dev/null || ! selinuxenabled; then
+        return 0
+    fi
+    if ! command -v semanage >/dev/null; then
+        note "warning: SELinux is on but semanage is missing (dnf install policycoreutils-python-utils)"
+        return 0
+    fi
+    local did=""
+    if ! semanage fcontext -l -C | grep -q "^$APP/cgi-bin"; then
+        semanage fcontext -a -t httpd_sys_script_exec_t "$APP/cgi-bin(/.*)?"
+        semanage fcontext -a -t httpd_sys_content_t "$APP/(lib|apache)(/.*)?"
+        semanage fcontext -a -t httpd_sys_script_exec_t "$VENV(/.*)?"
+        semanage fcontext -a -t httpd_sys_rw_content_t "$CFG_STATE_DIR(/.*)?"
+        did="file contexts for $PREFIX and $CFG_STATE_DIR"
+    fi
+    restorecon -R "$PREFIX" "$CFG_STATE_DIR"
+    if [ "$(getsebool httpd_can_network_connect | awk '{print $3}')" != on ]; then
+        setsebool -P httpd_can_network_connect on
+        did="${did:+$did; }httpd_can_network_connect on (AMI, webhooks)"
+    fi
+    if [ -n "$did" ]; then changed selinux "$did"; else in_place selinux "contexts and booleans"; fi
+}
+
+# Webhook retries: the systemd units from systemd/ (a timer runs `callexchange webhooks
+# deliver`); without systemd, one /etc/cron.d line per timer does the same every minute.
+step_webhook_delivery() {
+    step webhooks
+    if ! ls "$APP"/systemd/*.timer >/dev/null 2>&1; then
+        in_place webhooks "no systemd/ timer in this checkout yet: the hook's own deliverer sends events"
+        return
+    fi
+    if ! "$VENV/bin/python3" "$APP/bin/callexchange" webhooks --help >/dev/null 2>&1; then
+        note "warning: this checkout's callexchange has no 'webhooks' command: the timer's runs fail"
+    fi
+    local unit name did="" reload=0
+    if [ "$INIT" = systemd ]; then
+        for unit in "$APP"/systemd/*.service "$APP"/systemd/*.timer; do
+            [ -f "$unit" ] || continue
+            name=$(basename "$unit")
+            render "$unit" PREFIX="$APP" APP="$APP" VENV="$VENV" CONFIG="$CONFIG" \
+                SPOOL_USER="$SPOOL_USER" WEB_USER="$WEB_USER" WEB_GROUP="$WEB_GROUP" \
+                > "$WORK/unit" || die "cannot render $unit"
+            install_file "$WORK/unit" "$SYSTEMD_DIR/$name" 644 root root
+            manifest_add file "$SYSTEMD_DIR/$name"
+            [ "$FILE_CHANGED" = 1 ] && reload=1 && did="${did:+$did, }$name"
+        done
+        [ "$reload" = 1 ] && systemctl daemon-reload
+        for unit in "$APP"/systemd/*.timer; do
+            name=$(basename "$unit")
+            manifest_add unit "$name"
+            if ! systemctl is-enabled --quiet "$name" || ! systemctl is-active --quiet "$name"; then
+                systemctl enable --now "$name" >/dev/null 2>&1 || die "systemctl enable --now $name failed"
+                did="${did:+$did, }enabled $name"
+            fi
+        done
+        if [ -n "$did" ]; then changed webhooks "installed/enabled: $did"; else in_place webhooks "systemd timers enabled"; fi
+        return
+    fi
+    local lines="# CallExchange webhook delivery (installed by install.sh; systemd is not running here)."
+    for unit in "$APP"/systemd/*.timer; do
+        local service=${unit%.timer}.service
+        [ -f "$service" ] || continue
+        render "$service" PREFIX="$APP" APP="$APP" VENV="$VENV" CONFIG="$CONFIG" \
+            SPOOL_USER="$SPOOL_USER" WEB_USER="$WEB_USER" WEB_GROUP="$WEB_GROUP" \
+            > "$WORK/service" || die "cannot render $service"
+        lines="$lines"$'\n'"$(cron_line "$WORK/service" "$SPOOL_USER")" \
+            || die "no ExecStart= in $service"
+    done
+    printf '%s\n' "$lines" | install_text "$CRON_FILE" 644 root root
+    manifest_add file "$CRON_FILE"
+    [ "$FILE_CHANGED" = 1 ] && did="wrote $CRON_FILE"
+    local pid
+    pid=$(cat "$D_cron_pid_file" 2>/dev/null || true)
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+        if command -v service >/dev/null && service "$D_cron_daemon" start >/dev/null 2>&1; then
+            did="${did:+$did; }started $D_cron_daemon"
+        elif command -v "$D_cron_daemon" >/dev/null && "$D_cron_daemon"; then
+            did="${did:+$did; }started $D_cron_daemon"
+        else
+            note "warning: $D_cron_daemon is not running and could not be started: webhook retries wait for it"
+        fi
+    fi
+    if [ -n "$did" ]; then changed webhooks "$did (every minute)"; else in_place webhooks "$CRON_FILE, $D_cron_daemon running"; fi
+}
+
+# --- the demo ------------------------------------------------------------------------------
+
+# The CRM stand-in: logs every webhook as one JSON line, checks its Standard Webhooks
+# signature against [webhook] secret, answers 200.
+demo_crm_program() {
+    cat <<'PY'
+"""Demo CRM stand-in (written by CallExchange install.sh --demo).
+
+Receives the gateway's webhooks and appends each as one JSON line to the log: when, the
+event, the webhook-id, whether the Standard Webhooks signature checks out against the
+config's [webhook] secret, and the body. Answers 200 to every POST.
+"""
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def signing_key(config_path, lib_dir):
+    if not config_path:
+        return None
+    sys.path.insert(0, lib_dir)
+    try:
+        from callexchange.config import load_config
+        secret = load_config(config_path).webhook.secret
+    except Exception:
+        return None
+    if not secret:
+        return None
+    # Standard Webhooks: the key is the base64 part of whsec_<base64> (prefix optional).
+    try:
+        return base64.b64decode(secret.strip()[6:] if secret.strip().startswith("whsec_")
+                                else secret.strip(), validate=True)
+    except ValueError:
+        return None
+
+
+def verdict(key, headers, body):
+    sent = headers.get("webhook-signature")
+    if not sent:
+        return "unsigned"
+    if key is None:
+        return "not checked (no [webhook] secret)"
+    signed = b"%s.%s.%s" % (headers.get("webhook-id", "").encode(),
+                            headers.get("webhook-timestamp", "").encode(), body)
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    for candidate in sent.split():
+        version, _, value = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(value, expected):
+            return "valid"
+    return "INVALID"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", default="127.0.0.1:8099", help="HOST:PORT")
+    parser.add_argument("--log", required=True, help="append one JSON line per webhook here")
+    parser.add_argument("--config", help="the gateway's config, for [webhook] secret")
+    parser.add_argument("--lib", default="", help="the gateway's lib/ (to read the config)")
+    args = parser.parse_args()
+    host, _, port = args.listen.rpartition(":")
+    key = signing_key(args.config, args.lib)
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "callexchange-demo-crm"
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                payload = body.decode("utf-8", "replace")
+            entry = {"received": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     "path": self.path,
+                     "event": self.headers.get("X-CallExchange-Event"),
+                     "webhook_id": self.headers.get("webhook-id"),
+                     "webhook_timestamp": self.headers.get("webhook-timestamp"),
+                     "signature": verdict(key, self.headers, body),
+                     "body": payload}
+            with lock, open(args.log, "a", encoding="utf-8") as log:
+                log.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self.reply(200, {"received": True})
+
+        def do_GET(self):
+            self.reply(200, {"demo_crm": "POST webhooks here", "log": args.log})
+
+        def reply(self, status, body):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    print("demo CRM: listening on http://%s:%s/, logging to %s" % (host, port, args.log),
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+PY
+}
+
+# demo_service LABEL NAME DESCRIPTION USER PORT COMMAND...: keep COMMAND running as USER:
+# a systemd service NAME where systemd runs, else a background process with a pid file.
+# It is (re)started when it is not running, or when the app, the venv or its command
+# changed.
+demo_service() {
+    local label=$1 name=$2 description=$3 user=$4 port=$5
+    shift 5
+    local command="$*" restart=${DEMO_RESTART:-0} how
+    manifest_add process "$name"
+    if [ "$INIT" = systemd ]; then
+        printf '%s\n' '[Unit]' "Description=$description (installed by CallExchange install.sh --demo)" \
+            'After=network.target' '' '[Service]' "User=$user" "Group=$(id -gn "$user")" \
+            "Environment=CALLEXCHANGE_CONFIG=$CONFIG" "ExecStart=$command" 'Restart=on-failure' \
+            'UMask=0022' '' '[Install]' 'WantedBy=multi-user.target' \
+            | install_text "$SYSTEMD_DIR/$name.service" 644 root root
+        manifest_add file "$SYSTEMD_DIR/$name.service"
+        manifest_add unit "$name.service"
+        if [ "$FILE_CHANGED" = 1 ]; then
+            systemctl daemon-reload
+            restart=1
+        fi
+        [ "$APP_CHANGED" != 0 ] && restart=1
+        how="the systemd service $name"
+        if systemctl is-active --quiet "$name" && systemctl is-enabled --quiet "$name" && [ "$restart" = 0 ]; then
+            in_place "$label" "$how, running"
+            return
+        fi
+        systemctl enable "$name" >/dev/null 2>&1
+        systemctl restart "$name" || die "systemctl restart $name failed: journalctl -u $name"
+    else
+        local pid_file=$RUN_DIR/$name.pid pid running=0 stamp
+        mkdir -p "$RUN_DIR"
+        stamp="$user $command"
+        pid=$(head -n 1 "$pid_file" 2>/dev/null || true)
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+                && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -Fq -- "$command"; then
+            running=1
+        fi
+        [ "$(sed -n 2p "$pid_file" 2>/dev/null)" = "$stamp" ] || restart=1
+        [ "$APP_CHANGED" != 0 ] && restart=1
+        how="$name as a background process (no systemd), pid file $pid_file, log $LOG_DIR/$name.log"
+        if [ "$running" = 1 ] && [ "$restart" = 0 ]; then
+            in_place "$label" "running as pid $pid; $how"
+            return
+        fi
+        if [ "$running" = 1 ]; then
+            kill "$pid" 2>/dev/null || true
+            local waited=0
+            while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 50 ]; do sleep 0.1; waited=$((waited + 1)); done
+        fi
+        # shellcheck disable=SC2086
+        CALLEXCHANGE_CONFIG=$CONFIG setsid setpriv --reuid="$user" --regid="$(id -g "$user")" \
+            --init-groups -- $command < /dev/null >> "$LOG_DIR/$name.log" 2>&1 &
+        printf '%s\n%s\n' "$!" "$stamp" > "$pid_file"
+    fi
+    if [ -n "$port" ] && ! wait_for_port 127.0.0.1 "$port" 15; then
+        tail -n 20 "$LOG_DIR/$name.log" 2>/dev/null >&2 || true
+        die "$name did not start listening on 127.0.0.1:$port (log: $LOG_DIR/$name.log" \
+            "or journalctl -u $name)"
+    fi
+    changed "$label" "started $how"
+}
+
+step_demo() {
+    step demo
+    ensure_dir "$LOG_DIR" 755 "$SPOOL_USER" "$WEB_GROUP"
+    if [ "$DIR_CHANGED" = 1 ]; then
+        changed demo-logs "created $LOG_DIR"
+    else
+        in_place demo-logs "$LOG_DIR"
+    fi
+    manifest_add keep "$LOG_DIR"
+
+    # The CRM stand-in, where the config's webhook URL points (or its default port).
+    step demo-crm
+    demo_crm_program | install_text "$DEMO_DIR/demo-crm.py" 644 root root
+    manifest_add tree "$DEMO_DIR"
+    local crm_changed=$FILE_CHANGED crm_port=$DEMO_CRM_PORT
+    case $CFG_WEBHOOK_URL in
+        http://127.0.0.1:*|http://localhost:*)
+            crm_port=${CFG_WEBHOOK_URL#http://*:}
+            crm_port=${crm_port%%/*} ;;
+        *)
+            note "note: [webhook] url is '$CFG_WEBHOOK_URL', not the demo CRM;" \
+                 "set it to http://127.0.0.1:$crm_port/webhooks to see the webhooks in $DEMO_WEBHOOK_LOG" ;;
+    esac
+    if [ ! -e "$DEMO_WEBHOOK_LOG" ]; then
+        install_text "$DEMO_WEBHOOK_LOG" 644 "$SPOOL_USER" "$WEB_GROUP" < /dev/null
+    fi
+    DEMO_RESTART=$crm_changed
+    demo_service demo-crm callexchange-demo-crm "CallExchange demo CRM (logs webhooks)" "$SPOOL_USER" "$crm_port" \
+        "$VENV/bin/python3 $DEMO_DIR/demo-crm.py --listen 127.0.0.1:$crm_port --log $DEMO_WEBHOOK_LOG --config $CONFIG --lib $APP/lib"
+    DEMO_RESTART=0
+
+    # The sandbox PBX, on the config's [ami] host and port, as the spool's user.
+    step demo-sandbox
+    case $CFG_AMI_HOST in
+        127.0.0.1|localhost|::1) ;;
+        *) die "[ami] host is $CFG_AMI_HOST: the sandbox only runs on this machine (127.0.0.1)" ;;
+    esac
+    demo_service demo-sandbox callexchange-sandbox "CallExchange sandbox PBX" "$SPOOL_USER" "$CFG_AMI_PORT" \
+        "$VENV/bin/python3 $APP/bin/callexchange --config $CONFIG sandbox"
+
+    # The demo key: kept in $DEMO_KEY_FILE so that a re-run reuses it.
+    step demo-key
+    local key=""
+    if [ -f "$DEMO_KEY_FILE" ]; then
+        key=$(tr -d '[:space:]' < "$DEMO_KEY_FILE")
+    fi
+    if [ -n "$key" ] && [ "$(demo_key_label "$key")" = demo ]; then
+        in_place demo-key "label demo, key in $DEMO_KEY_FILE"
+    else
+        if "$WRAPPER" keys list 2>/dev/null | awk 'NR > 1 { print $1 }' | grep -Fxq demo; then
+            "$WRAPPER" keys revoke demo >/dev/null
+        fi
+        key=$("$WRAPPER" keys add --label demo | sed -n 's/^api-key: //p')
+        [ -n "$key" ] || die "callexchange keys add --label demo printed no key"
+        printf '%s\n' "$key" | install_text "$DEMO_KEY_FILE" 640 root "$WEB_GROUP"
+        manifest_add keep "$DEMO_KEY_FILE"
+        changed demo-key "added the key 'demo' to $CFG_KEYS_FILE; the key is kept in $DEMO_KEY_FILE"
+    fi
+    DEMO_KEY=$key
+}
+
+# demo_key_label KEY: the label the keys file has for KEY, if any.
+demo_key_label() {
+    "$VENV/bin/python3" - "$APP/lib" "$CFG_KEYS_FILE" "$1" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+from callexchange.keys import find_label
+print(find_label(sys.argv[2], sys.argv[3]) or "")
+PY
+}
+
+# --- the end-to-end checks -----------------------------------------------------------------
+
+# The call endpoint through Apache: without a key it must answer the legacy JSON 400.
+check_endpoint() {
+    step endpoint
+    local url=$HTTP_BASE/api/v1/asteriskapi.pl result
+    result=$("$VENV/bin/python3" - "$url" <<'PY'
+import json, sys, time, urllib.error, urllib.request
+url = sys.argv[1]
+deadline = time.monotonic() + 10
+while True:
+    try:
+        request = urllib.request.Request(url, data=b"{}", method="POST")
+        urllib.request.urlopen(request, timeout=5)
+        print("answered 200 without a key")
+        break
+    except urllib.error.HTTPError as error:
+        body = error.read()
+        try:
+            missing = json.loads(body).get("missing")
+        except ValueError:
+            missing = None
+        print("ok" if error.code == 400 and missing else "answered %s: %r" % (error.code, body[:200]))
+        break
+    except OSError as error:
+        if time.monotonic() > deadline:
+            print("no answer: %s" % error)
+            break
+        time.sleep(0.3)
+PY
+)
+    if [ "$result" = ok ]; then
+        note "$url answers (JSON 400 without a key): the CGI, the venv and the config work"
+    elif [ -n "$CONFIG_PROBLEM" ] && [[ $result == "answered 500:"*"configuration error"* ]]; then
+        note "$url answers, with a JSON 500 for the config problem below"
+    elif [ "$MODE" = demo ]; then
+        die "$url $result; see $D_apache_error_log"
+    else
+        note "warning: $url $result (is Apache listening on 127.0.0.1:80? see $D_apache_error_log)"
+    fi
+}
+
+# `callexchange check` as the web server's user, i.e. with the CGI's permissions; with
+# the AMI login when something answers on [ami] host:port.
+check_install() {
+    step check
+    local args=(check)
+    if ! (exec 3<>"/dev/tcp/$CFG_AMI_HOST/$CFG_AMI_PORT") 2>/dev/null; then
+        args+=(--no-ami)
+        note "callexchange check --no-ami (nothing answers on $CFG_AMI_HOST:$CFG_AMI_PORT yet), as $WEB_USER:"
+    else
+        note "callexchange check, as $WEB_USER:"
+    fi
+    if CALLEXCHANGE_CONFIG=$CONFIG as_user "$WEB_USER" "$VENV/bin/python3" "$APP/bin/callexchange" \
+            "${args[@]}" > "$WORK/check.log" 2>&1; then
+        CHECK_STATUS=0
+    else
+        CHECK_STATUS=1
+    fi
+    sed 's/^/                     /' "$WORK/check.log"
+}
+
+# --- uninstall -----------------------------------------------------------------------------
+
+# stop_app_processes: what still runs the venv's python once the services are stopped (a
+# webhook deliverer that a hook started, an admin's `callexchange` in another shell).
+stop_app_processes() {
+    local proc pid argv0 pids=()
+    for proc in /proc/[0-9]*; do
+        pid=${proc#/proc/}
+        argv0=$(tr '\0' '\n' 2>/dev/null < "$proc/cmdline" | head -n 1) || continue
+        case $argv0 in
+            "$VENV"/bin/*) [ "$pid" != "$$" ] && pids+=("$pid") ;;
+        esac
+    done
+    [ "${#pids[@]}" -gt 0 ] || return 0
+    kill "${pids[@]}" 2>/dev/null || true
+    local waited=0 pid_left
+    while [ "$waited" -lt 50 ]; do
+        pid_left=""
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && pid_left=$pid; done
+        [ -z "$pid_left" ] && break
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    changed processes "stopped what still ran from $VENV: pid ${pids[*]}"
+}
+
+# uninstall_entry KIND PATH DETAIL HOW: undo one manifest entry. Sets apache_changed,
+# units_changed, asterisk_reload and kept of uninstall().
+uninstall_entry() {
+    local kind=$1 path=$2 detail=$3 how=$4
+    case $kind in
+        process)
+            if [ "$INIT" = none ]; then
+                local pid waited=0
+                pid=$(head -n 1 "$RUN_DIR/$path.pid" 2>/dev/null || true)
+                if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+                    kill "$pid" 2>/dev/null || true
+                    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 50 ]; do
+                        sleep 0.1
+                        waited=$((waited + 1))
+                    done
+                    kill -9 "$pid" 2>/dev/null || true
+                    changed "$path" "stopped (pid $pid)"
+                fi
+                rm -f "$RUN_DIR/$path.pid"
+            fi ;;
+        unit)
+            if [ "$INIT" = systemd ] && systemctl cat "$path" >/dev/null 2>&1; then
+                systemctl disable --now "$path" >/dev/null 2>&1 || true
+                changed "${path%.*}" "stopped and disabled $path"
+                units_changed=1
+            fi ;;
+        include)
+            if [ -f "$path" ] && [ "$(remove_include "$path" "$detail" "$how")" = removed ]; then
+                changed asterisk "removed the line $detail from $path"
+                asterisk_reload="$asterisk_reload $(basename "$path")"
+            fi ;;
+        group-member)
+            if id -nG "$path" 2>/dev/null | tr ' ' '\n' | grep -Fxq "$detail"; then
+                gpasswd -d "$path" "$detail" >/dev/null
+                changed asterisk-user "removed $path from group $detail"
+            fi ;;
+        apache-conf)
+            # Reload even if an interrupted uninstall disabled it already.
+            apache_changed=1
+            if [ -e "$D_apache_conf_enabled/$path.conf" ]; then
+                "$D_apache_conf_disable" -q "$path" >/dev/null
+                changed apache-conf "disabled $path"
+            fi ;;
+        file|link)
+            case $path in "$D_apache_conf_dir"/*) apache_changed=1 ;; esac
+            case $path in "$SYSTEMD_DIR"/*) units_changed=1 ;; esac
+            if [ -e "$path" ] || [ -L "$path" ]; then
+                rm -f "$path"
+                changed remove "$path"
+                case $path in "$ASTERISK_ETC"/*) asterisk_reload="$asterisk_reload $(basename "$path")" ;; esac
+            fi ;;
+        tree)
+            if [ -d "$path" ]; then
+                rm -rf "$path"
+                changed remove "$path"
+            fi ;;
+        keep)
+            kept+=("$path") ;;
+    esac
+}
+
+uninstall() {
+    step uninstall
+    [ "$(id -u)" -eq 0 ] || die "run as root: sudo $0 --uninstall"
+    load_distro
+    detect_init
+    if [ ! -f "$MANIFEST" ]; then
+        echo "Nothing to uninstall: no $MANIFEST (CallExchange is not installed here)."
+        return 0
+    fi
+    echo "CallExchange uninstall, from $MANIFEST"
+    local apache_changed=0 units_changed=0 asterisk_reload="" kept=() entries=() entry
+    local kind path detail how
+    mapfile -t entries < <(grep -v '^#' "$MANIFEST" | tac)
+    # First what runs (services, background processes, a lingering deliverer), then
+    # what is on disk, newest first.
+    for entry in "${entries[@]}"; do
+        IFS=$'\t' read -r kind path detail how <<< "$entry"
+        case $kind in process|unit) uninstall_entry "$kind" "$path" "$detail" "$how" ;; esac
+    done
+    stop_app_processes
+    for entry in "${entries[@]}"; do
+        IFS=$'\t' read -r kind path detail how <<< "$entry"
+        case $kind in process|unit) ;; *) uninstall_entry "$kind" "$path" "$detail" "$how" ;; esac
+    done
+    [ "$units_changed" = 1 ] && [ "$INIT" = systemd ] && systemctl daemon-reload
+    reload_asterisk "$asterisk_reload"
+    if [ "$apache_changed" = 1 ] && apache_running; then
+        if "$D_apache_ctl" configtest > "$WORK/configtest.log" 2>&1; then
+            apache_reload || die "Apache did not reload: $(cat "$WORK/reload.log")"
+            changed apache "reloaded gracefully without the gateway's URLs"
+        else
+            sed 's/^/    /' "$WORK/configtest.log" >&2
+            echo "warning: Apache's configuration does not pass configtest without ours (above);" \
+                 "Apache was not reloaded" >&2
+        fi
+    fi
+    rm -f "$MANIFEST"
+    rmdir "$PREFIX" 2>/dev/null || true
+    echo "Removed: the app, the venv, the Apache snippet, the wrapper and the services."
+    if [ "${#kept[@]}" -gt 0 ]; then
+        echo "Kept (config, keys and data; delete them yourself if you want them gone):"
+        printf '    %s\n' "${kept[@]}" | sort
+    fi
+    echo "Kept too: the OS packages and the Apache modules (other sites may use them)."
+}
+
+# --- main ----------------------------------------------------------------------------------
+
+usage() {
+    sed -n '2,8s/^# \{0,1\}//p' "$0"
+}
+
+main() {
+    ARGS=("$@")
+    MODE=install
+    CALLER_ID=""
+    local action=install
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --demo) MODE=demo ;;
+            --uninstall) action=uninstall ;;
+            --caller-id)
+                [ $# -ge 2 ] || { echo "install.sh: --caller-id needs a NUMBER" >&2; exit 2; }
+                CALLER_ID=${2#+}
+                shift ;;
+            --caller-id=*) CALLER_ID=${1#--caller-id=}; CALLER_ID=${CALLER_ID#+} ;;
+            -h|--help) usage; exit 0 ;;
+            *) echo "install.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+        esac
+        shift
+    done
+    if [ -n "$CALLER_ID" ] && ! [[ $CALLER_ID =~ ^[0-9]{6,15}$ ]]; then
+        echo "install.sh: --caller-id must be 6 to 15 digits, got $CALLER_ID" >&2
+        exit 2
+    fi
+    SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    WORK=$(mktemp -d /tmp/callexchange-install.XXXXXX)
+    trap 'rm -rf "$WORK"' EXIT
+    trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
+    APP_CHANGED=0
+    APACHE_RELOAD=0
+    ASTERISK_RELOAD=""
+    CHECK_STATUS=0
+    DEMO_KEY=""
+    if [ "$action" = uninstall ]; then
+        uninstall
+        return
+    fi
+    step_preflight
+    step_packages
+    step_app
+    step_venv
+    step_bytecode
+    step_wrapper
+    step_config
+    read_config
+    SPOOL_USER=$(spool_user)
+    step_keys_file
+    step_state
+    step_recordings
+    step_asterisk_user
+    step_agi
+    step_asterisk_snippets
+    reload_asterisk "$ASTERISK_RELOAD"
+    step_selinux
+    step_apache_conf
+    step_apache_service
+    step_webhook_delivery
+    if [ "$MODE" = demo ]; then
+        step_demo
+    fi
+    check_endpoint
+    check_install
+    echo
+    if [ "$CHANGES" -eq 0 ]; then
+        echo "Done: 0 changes; everything already in place."
+    else
+        echo "Done: $CHANGES change(s). Manifest: $MANIFEST"
+    fi
+    if [ "$MODE" = demo ]; then
+        print_demo
+    fi
+    if [ "$CHECK_STATUS" != 0 ]; then
+        echo
+        echo "install.sh: \`callexchange check\` found problems (FAIL lines above); fix them, then run" \
+             "callexchange check again (or install.sh, which changes nothing else)." >&2
+        exit 1
+    fi
+}
+
+print_demo() {
+    local digits=${DEMO_DESTINATION#+}
+    cat <<EOF
+
+Demo ready: Apache serves the gateway on $HTTP_BASE, the sandbox PBX answers AMI on
+$CFG_AMI_HOST:$CFG_AMI_PORT, and the demo CRM logs webhooks to $DEMO_WEBHOOK_LOG.
+Demo API key (label demo; also in $DEMO_KEY_FILE):
+    $DEMO_KEY
+
+Place a sandbox call (answered after a short ring, talks 5 s, then hangs up):
+    curl -sS -X POST $HTTP_BASE/api/v1/asteriskapi.pl -H 'api-key: $DEMO_KEY' -d '{"extension":"$DEMO_EXTENSION","destination":"$DEMO_DESTINATION"}'
+
+List the number's recordings (the call's appears once it has hung up):
+    curl -sS '$HTTP_BASE/recorded/v1/find_phone_files.pl?phone=$digits' -H 'api-key: $DEMO_KEY'
+
+Watch the connect and hangup webhooks arrive:
+    tail -f $DEMO_WEBHOOK_LOG
+EOF
+}
+
+# Run, unless sourced (tests/test_install.py sources it for its functions).
+if ! (return 0 2>/dev/null); then
+    main "$@"
+fi
