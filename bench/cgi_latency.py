@@ -117,10 +117,12 @@ def ab_binary():
 
 
 def run_ab(ab, url, body_file, requests, concurrency, csv_path):
-    """One ab run; returns {"p50_ms", "rps", "non_2xx", "errors", "complete"}."""
-    command = [ab, "-q", "-n", str(requests), "-c", str(concurrency), "-s", "30",
-               "-p", str(body_file), "-T", "application/json", "-H", "api-key: " + API_KEY,
-               "-e", str(csv_path), url]
+    """One ab run, a POST of `body_file` or, when it is None, a GET; returns
+    {"p50_ms", "rps", "non_2xx", "errors", "complete"}."""
+    command = [ab, "-q", "-n", str(requests), "-c", str(concurrency), "-s", "30"]
+    if body_file is not None:
+        command += ["-p", str(body_file), "-T", "application/json"]
+    command += ["-H", "api-key: " + API_KEY, "-e", str(csv_path), url]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError("ab failed (%d): %s%s" % (result.returncode, result.stdout,

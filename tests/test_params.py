@@ -1,6 +1,9 @@
 """params.py: the body in its forms, name normalisation, typed fields. Literals only."""
 
+from urllib.parse import parse_qsl, quote_plus
+
 import pytest
+from hypothesis import given, strategies as st
 
 from callexchange.errors import ApiError
 from callexchange.params import (MAX_BODY, api_key_from, bool_field, check_no_control,
@@ -210,3 +213,26 @@ def test_api_key_from_the_body(params):
 @pytest.mark.parametrize("params", [{}, {"api_key": ""}, {"api_key": "  "}, {"api_key": 5}])
 def test_no_api_key(params):
     assert api_key_from(params, "") is None
+
+
+# --- parse_query agrees with the standard library it replaces -----------------------
+
+
+_FORM_TEXT = st.text(alphabet=st.sampled_from(list("ab=&+%2Fe0zZ %€;")), max_size=40)
+
+
+@given(_FORM_TEXT)
+def test_parse_query_decodes_like_urllib(text):
+    try:
+        expected = dict(parse_qsl(text, keep_blank_values=True, errors="strict"))
+    except UnicodeDecodeError:
+        with pytest.raises(ApiError):
+            parse_query(text)
+        return
+    assert parse_query(text) == expected
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=20), max_size=5))
+def test_parse_query_round_trips_encoded_forms(params):
+    text = "&".join("%s=%s" % (quote_plus(k), quote_plus(v)) for k, v in params.items())
+    assert parse_query(text) == params

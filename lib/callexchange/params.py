@@ -30,14 +30,41 @@ def normalize_names(params):
 
 
 def parse_query(text):
-    """Decode `a=1&b=2` (application/x-www-form-urlencoded) into a dict, last value wins."""
-    from urllib.parse import parse_qsl
+    """Decode `a=1&b=2` (application/x-www-form-urlencoded) into a dict, last value wins.
+
+    Our own few lines rather than urllib.parse, which costs a CGI ~2 ms to import. `+` is a
+    space, %XX a byte, the result UTF-8; a malformed escape is kept as written, as
+    urllib.parse does.
+
+    >>> parse_query("phone=%2B49+30&limit=5&flag")
+    {'phone': '+49 30', 'limit': '5', 'flag': ''}
+    """
+    params = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        params[_unquote_plus(name)] = _unquote_plus(value)
+    return params
+
+
+def _unquote_plus(text):
+    if "%" not in text:
+        return text.replace("+", " ")
+    raw = bytearray()
+    pieces = text.replace("+", " ").split("%")
+    raw += pieces[0].encode("utf-8")
+    for piece in pieces[1:]:
+        escape = piece[:2]
+        if len(escape) == 2 and all(c in "0123456789abcdefABCDEF" for c in escape):
+            raw.append(int(escape, 16))
+            raw += piece[2:].encode("utf-8")
+        else:
+            raw += b"%" + piece.encode("utf-8")
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
-                          encoding="utf-8", errors="strict")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "Form data is not valid UTF-8") from None
-    return dict(pairs)
 
 
 def parse_body(body, content_type):
