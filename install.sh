@@ -481,7 +481,10 @@ step_app() {
             mode=644
             [ -x "$file" ] && mode=755
             if [ "$part" = agi-bin ] && head -n 1 "$file" | grep -q '^#!.*python'; then
-                { echo "#!$VENV/bin/python3"; tail -n +2 "$file"; } \
+                # Keep the interpreter's flags (the hook runs `python3 -S`: no site, ~3 ms
+                # of its 50 ms budget).
+                flags=$(head -n 1 "$file" | sed -n 's/^#!.*python3\( .*\)\{0,1\}$/\1/p')
+                { echo "#!$VENV/bin/python3$flags"; tail -n +2 "$file"; } \
                     | install_text "$dest" "$mode" root root
             else
                 install_file "$file" "$dest" "$mode" root root

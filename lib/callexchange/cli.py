@@ -75,8 +75,9 @@ def build_parser():
     status = ani_commands.add_parser("status", help="today's usage of every caller ID")
     status.set_defaults(handler=ani_status)
 
-    from . import cli_recordings
+    from . import cli_recordings, cli_webhooks
     cli_recordings.register(commands)
+    cli_webhooks.register(commands)
 
     # Listed for --help only: main() hands `sandbox ...` to the sandbox's own parser.
     commands.add_parser("sandbox", add_help=False,

@@ -36,6 +36,7 @@ import threading
 import time
 from collections import namedtuple
 
+from . import sandbox_calls
 from .ami import MessageParser, encode_message
 
 BANNER = b"Asterisk Call Manager/5.0.1\r\n"
@@ -384,6 +385,7 @@ class Sandbox:
                       ("Exten", action.get("Exten") or "")]
         event += [("Reason", str(reason)), ("Uniqueid", action.uniqueid),
                   ("CallerIDNum", number), ("CallerIDName", name)]
+        sandbox_calls.play_call(self, action, outcome)
         return [(self.response_delay, event)]
 
 
@@ -761,6 +763,7 @@ def build_parser():
     parser.add_argument("--log", metavar="FILE",
                         help="append every received action to FILE as one JSON line "
                              "(the Login secret is written as ***)")
+    sandbox_calls.add_arguments(parser)
     return parser
 
 
@@ -785,6 +788,7 @@ def main(argv=None):
                       username=config.ami.username, secret=config.ami.secret,
                       faults=args.fault, outcomes=dict(args.outcome), log_path=args.log,
                       config=config)
+    sandbox_calls.configure(sandbox, args)
     stop = threading.Event()
 
     def on_signal(signum, frame):

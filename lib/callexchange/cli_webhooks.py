@@ -1,0 +1,208 @@
+"""`callexchange webhooks ...`: the admin's view of the webhook spool (SPEC §6, §8).
+
+    webhooks status              pending and dead events, the last error of each, the CRM's
+                                 back-off and whether a deliverer is running
+    webhooks deliver [--all-now] send what is due now (what the systemd timer runs);
+                                 --all-now ignores back-off
+    webhooks retry ID|--all-dead move dead events (or one event, by webhook-id or spool
+                                 name) back to the queue and send them now
+    webhooks secret              print a fresh whsec_... secret for [webhook] secret
+
+`register(subparsers)` adds the command to the admin tool's parser (cli.py); each handler
+reads the config through `config.load_config()` ($CALLEXCHANGE_CONFIG, which cli.main sets
+from --config) and returns the exit status: 0 done, 1 failed.
+"""
+
+import os
+import sys
+import time
+
+
+def register(subparsers):
+    """Add `webhooks` and its actions to the admin tool's subparsers."""
+    webhooks = subparsers.add_parser(
+        "webhooks", help="the connect/hangup webhook queue: status, deliver, retry, secret")
+    actions = webhooks.add_subparsers(metavar="ACTION")
+
+    status = actions.add_parser("status", help="pending and dead events, last error each")
+    status.set_defaults(handler=webhooks_status)
+
+    deliver = actions.add_parser("deliver", help="send what is due now (what the timer runs)")
+    deliver.add_argument("--all-now", action="store_true",
+                         help="ignore back-off: try every pending event now")
+    deliver.add_argument("--quiet", action="store_true",
+                         help="print nothing unless something was sent or failed (timer)")
+    deliver.set_defaults(handler=webhooks_deliver)
+
+    retry = actions.add_parser("retry", help="send dead events again")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", help="the event's webhook-id (msg_<uniqueid>_<event>) "
+                                             "or spool name")
+    which.add_argument("--all-dead", action="store_true", help="every dead event")
+    retry.set_defaults(handler=webhooks_retry)
+
+    secret = actions.add_parser("secret", help="print a fresh whsec_... signing secret")
+    secret.set_defaults(handler=webhooks_secret)
+    return webhooks
+
+
+def _context():
+    from .config import load_config
+    from .spool import Spool
+
+    config = load_config()
+    return config, Spool.for_state_dir(config.state.dir)
+
+
+def _age(seconds):
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return "%ds" % seconds
+    if seconds < 7200:
+        return "%dm" % (seconds // 60)
+    return "%dh%02dm" % (seconds // 3600, seconds % 3600 // 60)
+
+
+def _when(moment, now):
+    if not moment or moment <= now:
+        return "now"
+    return "in " + _age(moment - now)
+
+
+def webhooks_status(args, clock=time.time, out=None):
+    out = out or sys.stdout
+    config, spool = _context()
+    now = clock()
+    print("webhook URL: %s" % (config.webhook.url or "(none: [webhook] url is empty)"), file=out)
+    holder = spool.lock_holder()
+    print("deliverer: %s" % ("running (pid %s)" % holder if holder else "not running"),
+          file=out)
+    from .webhooks import Deliverer
+
+    endpoint = Deliverer(config, spool, clock=clock).endpoint_state()
+    if endpoint.get("next_at", 0) > now:
+        print("CRM: backing off after %d failure(s), next try %s: %s"
+              % (endpoint.get("failures", 0), _when(endpoint["next_at"], now),
+                 endpoint.get("last_error", "")), file=out)
+    if os.path.exists(spool.crash_path):
+        with open(spool.crash_path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().strip().splitlines()
+        print("last deliverer crash: %s" % (lines[-1] if lines else "?"), file=out)
+    for title, entries, dead in (("pending", spool.pending(), False),
+                                 ("dead", spool.dead(), True)):
+        print("%s: %d" % (title, len(entries)), file=out)
+        if not entries:
+            continue
+        print("  %-44s %-7s %6s %8s %-10s %s" % ("WEBHOOK-ID", "EVENT", "AGE", "ATTEMPTS",
+                                                "NEXT TRY" if not dead else "", "LAST ERROR"),
+              file=out)
+        for entry in entries:
+            try:
+                record = spool.read(entry.name, dead=dead)
+            except (OSError, ValueError) as error:
+                print("  %-44s unreadable: %s" % (entry.name, error), file=out)
+                continue
+            error = record.get("dead_reason") if dead else record.get("last_error")
+            print("  %-44s %-7s %6s %8d %-10s %s"
+                  % (record.get("id", entry.name), entry.event,
+                     _age(now - record.get("occurred", now)), record.get("attempts", 0),
+                     "" if dead else _when(record.get("next_at", 0), now), error or "-"),
+                  file=out)
+    return 0
+
+
+def _summary_line(summary):
+    parts = ["delivered %d" % summary["delivered"]]
+    for key, label in (("retry", "to retry"), ("gone", "gone (410)"), ("dead", "dead")):
+        if summary[key]:
+            parts.append("%s %d" % (label, summary[key]))
+    line = ", ".join(parts)
+    if summary["blocked"]:
+        line += "; the CRM is backing off (see webhooks status)"
+    if summary["last_error"]:
+        line += "; last error: %s" % summary["last_error"]
+    return line
+
+
+def webhooks_deliver(args, out=None):
+    out = out or sys.stdout
+    config, spool = _context()
+    from .webhooks import Deliverer
+
+    quiet = getattr(args, "quiet", False)
+    if not config.webhook.url:
+        if not quiet:
+            print("webhook: [webhook] url is empty; nothing is sent", file=out)
+        return 0
+    lock = spool.try_lock()
+    if lock is None:
+        spool.wake()
+        if not quiet:
+            print("a deliverer is already running (pid %s); it was woken up"
+                  % spool.lock_holder(), file=out)
+        return 0
+    try:
+        # Like the hook's deliverer, but without lingering: go on while something is due
+        # now, listening to the hooks' wake-ups meanwhile.
+        summary = Deliverer(config, spool).serve(linger=0, all_now=args.all_now)
+    finally:
+        os.close(lock)
+    if not quiet or any(summary[k] for k in ("delivered", "retry", "dead", "gone")):
+        print(_summary_line(summary) + "; pending %d, dead %d"
+              % (len(spool.pending()), len(spool.dead())), file=out)
+    return 0
+
+
+def webhooks_retry(args, clock=time.time, out=None):
+    out = out or sys.stdout
+    config, spool = _context()
+    if args.all_dead:
+        targets = [(entry, True) for entry in spool.dead()]
+        if not targets:
+            print("no dead events", file=out)
+            return 0
+    else:
+        found = spool.find(args.id)
+        if found is None:
+            print("no event %r (see: callexchange webhooks status)" % args.id, file=sys.stderr)
+            return 1
+        targets = [found]
+    now = clock()
+    for entry, dead in list(targets):
+        try:
+            record = spool.read(entry.name, dead=dead)
+        except (OSError, ValueError) as error:
+            print("cannot read %s: %s" % (entry.name, error), file=sys.stderr)
+            targets.remove((entry, dead))
+            continue
+        for key in ("dead_at", "dead_reason"):
+            record.pop(key, None)
+        # A fresh 24 hours, due now; the body and webhook-id stay those of the event.
+        record.update(attempts=0, next_at=0, window_start=now)
+        if dead:
+            spool.revive(entry.name, record)
+        else:
+            spool.update(entry.name, record)
+    print("queued %d event(s) again" % len(targets), file=out)
+    lock = spool.try_lock()
+    if lock is None:
+        spool.wake()
+        print("a deliverer is running (pid %s) and sends them now" % spool.lock_holder(),
+              file=out)
+        return 0
+    from .webhooks import Deliverer
+
+    try:
+        summary = Deliverer(config, spool, clock=clock).deliver(all_now=True)
+    finally:
+        os.close(lock)
+    print(_summary_line(summary), file=out)
+    return 0
+
+
+def webhooks_secret(args, out=None):
+    from .webhooks import new_secret
+
+    out = out or sys.stdout
+    print(new_secret(), file=out)
+    return 0

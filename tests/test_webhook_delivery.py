@@ -1,0 +1,656 @@
+"""Delivering webhooks (SPEC §6): a real HTTP server on 127.0.0.1 stands in for the CRM and
+records every request; it can answer 500, 410, 429 with Retry-After, hang, or be down.
+
+Time is injected (`Clock`), so back-off, Retry-After and the 24-hour limit are checked
+without waiting. Also here: the per-call order (a hangup never before its connect, even
+when the connect's first delivery fails), a 200-event outage and its recovery, `webhooks
+retry`, and kill -9 of a deliverer in the middle of a send.
+
+`CrmStandIn` is imported by the other webhook tests and by bench/webhook_hook.py.
+"""
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from callexchange import cli_webhooks, webhooks
+from callexchange.config import load_config
+from callexchange.spool import Spool
+from callexchange.webhooks import Deliverer, make_record
+from conftest import config_text
+
+LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+# --- the CRM stand-in ---------------------------------------------------------------------
+
+class CrmRequest:
+    """One request the stand-in received: method, path, headers (lower-case names), body
+    (bytes), time (time.time() on arrival), connection (a per-TCP-connection number)."""
+
+    def __init__(self, method, path, headers, body, connection):
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.time = time.time()
+        self.connection = connection
+
+    @property
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    @property
+    def id(self):
+        return self.headers.get("webhook-id")
+
+    def __repr__(self):
+        return "<CrmRequest %s %s>" % (self.id, self.body[:60])
+
+
+class CrmStandIn:
+    """An HTTP/1.1 server (keep-alive) on a free 127.0.0.1 port in a thread.
+
+    `answer(status, retry_after=None, times=None)`: the status for the next `times`
+    requests (all, when None); then back to 200. `hang()`: read each request, record it,
+    then answer nothing until `release()`. `down()` closes the listener (connection
+    refused), `up()` listens again on the same port."""
+
+    def __init__(self):
+        self.requests = []
+        self._lock = threading.Lock()
+        self._script = []
+        self._default = (200, None)
+        self._release = threading.Event()
+        self._release.set()
+        self._connections = 0
+        self._arrived = threading.Condition(self._lock)
+        self.port = 0
+        self.server = None
+        self.up()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d/crm/webhook" % self.port
+
+    def _handler(self):
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                # Headers and body go out in two writes: without this, Nagle's algorithm
+                # and the client's delayed ACK add 40 ms to every reply.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with stand_in._lock:
+                    stand_in._connections += 1
+                    self.connection_number = stand_in._connections
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                request = CrmRequest("POST", self.path, headers, body, self.connection_number)
+                with stand_in._lock:
+                    stand_in.requests.append(request)
+                    status, retry_after = (stand_in._script.pop(0) if stand_in._script
+                                           else stand_in._default)
+                    stand_in._arrived.notify_all()
+                if not stand_in._release.wait(60):
+                    return
+                payload = b'{"ok":true}' if status < 300 else b'{"error":"scripted"}'
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    if retry_after is not None:
+                        self.send_header("Retry-After", str(retry_after))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def answer(self, status, retry_after=None, times=None):
+        with self._lock:
+            if times is None:
+                self._script = []
+                self._default = (status, retry_after)
+            else:
+                self._script.extend([(status, retry_after)] * times)
+        return self
+
+    def hang(self):
+        self._release.clear()
+        return self
+
+    def release(self):
+        self._release.set()
+        return self
+
+    def down(self):
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        return self
+
+    def up(self):
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        self.server = server
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+        return self
+
+    def wait_for(self, count, timeout=10.0):
+        """Wait until `count` requests have arrived; return the list."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self.requests) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("the CRM got %d request(s), expected %d: %r"
+                                         % (len(self.requests), count, self.requests))
+                self._arrived.wait(remaining)
+            return list(self.requests)
+
+    def ids(self):
+        with self._lock:
+            return [r.id for r in self.requests]
+
+    def close(self):
+        self.release()
+        self.down()
+
+
+@pytest.fixture
+def crm():
+    stand_in = CrmStandIn()
+    yield stand_in
+    stand_in.close()
+
+
+class Clock:
+    """An injectable time.time."""
+
+    def __init__(self, now=1_732_700_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+def make_config(tmp_path, url, **webhook):
+    values = {"url": url, "secret": SECRET, "timeout": "2"}
+    values.update(webhook)
+    path = tmp_path / "callexchange.ini"
+    path.write_text(config_text(tmp_path, 5038, webhook=values))
+    return load_config(str(path))
+
+
+def call_variables(uniqueid, **extra):
+    values = {"CX_UNIQUEID": uniqueid, "CX_DESTINATION": "12127773456",
+              "CX_EXTENSION": "2001", "CX_ANI": "12125550100", "CX_CRM_ID": "",
+              "CX_RECORDING": ""}
+    values.update(extra)
+    return values
+
+
+ANSWERED = {"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "25", "HANGUPCAUSE": "16"}
+
+
+def spool_event(spool, config, event, uniqueid, now, **extra):
+    variables = call_variables(uniqueid, **(ANSWERED if event == "hangup" else {}))
+    variables.update(extra)
+    record = make_record(event, variables, config.webhook, config.recordings.base_url, now=now)
+    return spool.add(record)
+
+
+@pytest.fixture
+def setup(tmp_path, crm):
+    config = make_config(tmp_path, crm.url)
+    spool = Spool.for_state_dir(config.state.dir)
+    clock = Clock()
+    deliverer = Deliverer(config, spool, clock=clock, random=lambda: 0.999999)
+    return config, spool, clock, deliverer
+
+
+# --- delivered, gone, retried --------------------------------------------------------------
+
+def test_deliver_posts_each_event_once_and_empties_the_spool(setup, crm):
+    config, spool, clock, deliverer = setup
+    spool_event(spool, config, "connect", "1732700000.1", clock.now)
+    spool_event(spool, config, "hangup", "1732700000.1", clock.now)
+    summary = deliverer.deliver()
+    assert summary["delivered"] == 2
+    assert crm.ids() == ["msg_1732700000.1_connect", "msg_1732700000.1_hangup"]
+    assert spool.pending() == [] and spool.dead() == []
+    request = crm.requests[0]
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["x-callexchange-event"] == "connect"
+    assert request.headers["webhook-signature"].startswith("v1,")
+
+
+def test_deliveries_reuse_one_keep_alive_connection(setup, crm):
+    config, spool, clock, deliverer = setup
+    for n in range(5):
+        spool_event(spool, config, "hangup", "1732700000.%d" % n, clock.now)
+    deliverer.deliver()
+    assert len({r.connection for r in crm.requests}) == 1
+
+
+def test_a_410_stops_the_event_and_keeps_it_as_dead(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.answer(410, times=1)
+    spool_event(spool, config, "connect", "1732700000.1", clock.now)
+    spool_event(spool, config, "hangup", "1732700000.1", clock.now)
+    summary = deliverer.deliver()
+    assert summary["gone"] == 1 and summary["delivered"] == 1
+    assert crm.ids() == ["msg_1732700000.1_connect", "msg_1732700000.1_hangup"]
+    dead = spool.dead()
+    assert [e.event for e in dead] == ["connect"]
+    assert "410" in spool.read(dead[0].name, dead=True)["dead_reason"]
+    clock.advance(3600)
+    deliverer.deliver()
+    assert len(crm.requests) == 2  # never re-sent by itself
+
+
+def test_a_500_is_retried_with_exponential_backoff(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.answer(500)
+    spool_event(spool, config, "connect", "1732700000.1", clock.now)
+    waits = []
+    for _ in range(6):
+        deliverer.deliver()
+        record = spool.read(spool.pending()[0].name)
+        waits.append(round(record["next_at"] - clock.now, 3))
+        assert record["last_error"].startswith("HTTP 500")
+        clock.now = max(record["next_at"], deliverer.endpoint_state().get("next_at", 0))
+    # random() is ~1: the full delay, doubling from 5 s.
+    assert waits == [5.0, 10.0, 20.0, 40.0, 80.0, 160.0]
+    assert len(crm.requests) == 6
+    crm.answer(200)
+    deliverer.deliver()
+    assert spool.pending() == [] and len(crm.requests) == 7
+
+
+def test_backoff_has_jitter_between_half_and_full_delay():
+    assert webhooks.backoff_delay(1, 0.0) == 2.5
+    assert webhooks.backoff_delay(3, 0.5) == pytest.approx(20 * 0.75)
+    assert webhooks.backoff_delay(40, 0.999) <= webhooks.BACKOFF_CAP
+
+
+def test_nothing_is_sent_before_the_next_try_is_due(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.answer(500, times=1)
+    spool_event(spool, config, "connect", "1732700000.1", clock.now)
+    deliverer.deliver()
+    clock.advance(4)
+    deliverer.deliver()
+    assert len(crm.requests) == 1
+    clock.advance(1.01)
+    deliverer.deliver()
+    assert len(crm.requests) == 2 and spool.pending() == []
+
+
+def test_retry_after_seconds_is_honoured(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.answer(429, retry_after=120, times=1)
+    spool_event(spool, config, "connect", "1732700000.1", clock.now)
+    deliverer.deliver()
+    record = spool.read(spool.pending()[0].name)
+    assert record["next_at"] == pytest.approx(clock.now + 120)
+    clock.advance(119)
+    deliverer.deliver()
+    assert len(crm.requests) == 1
+    clock.advance(1)
+    deliverer.deliver()
+    assert len(crm.requests) == 2 and spool.pending() == []
+
+
+def test_retry_after_as_an_http_date_is_honoured():
+    now = 1_732_700_000.0
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now + 300))
+    assert webhooks.parse_retry_after(date, now) == pytest.approx(300)
+    assert webhooks.parse_retry_after("soon", now) is None
+    assert webhooks.parse_retry_after("", now) is None
+
+
+def test_an_unreachable_crm_pauses_sends_and_new_events_probe_it(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.down()
+    for n in range(3):
+        spool_event(spool, config, "hangup", "1732700000.%d" % n, clock.now)
+    summary = deliverer.deliver()
+    # One probe, not three doomed connections.
+    assert summary["retry"] == 1 and summary["blocked"] is True
+    assert [spool.read(e.name).get("attempts", 0) for e in spool.pending()] == [1, 0, 0]
+    state = deliverer.endpoint_state()
+    assert state["failures"] == 1 and "ConnectionError" in state["last_error"]
+    # While backing off, an event never tried before may probe, once per PROBE_INTERVAL.
+    assert deliverer.deliver()["retry"] == 0
+    clock.advance(webhooks.PROBE_INTERVAL)
+    assert deliverer.next_due() <= clock.now  # the probe is due
+    assert deliverer.deliver()["retry"] == 1
+    assert deliverer.endpoint_state()["failures"] == 2
+    crm.up()
+    spool_event(spool, config, "connect", "1732700000.9", clock.now)
+    clock.advance(webhooks.PROBE_INTERVAL)
+    summary = deliverer.deliver()
+    # The probe (the oldest event never tried) got through: the CRM is back, everything
+    # due goes.
+    assert summary["delivered"] >= 2 and summary["blocked"] is False
+    assert crm.ids()[0] in ("msg_1732700000.1_hangup", "msg_1732700000.2_hangup")
+    assert "msg_1732700000.9_connect" in crm.ids()
+    assert deliverer.endpoint_state() == {}
+    clock.advance(60)
+    deliverer.deliver()
+    assert spool.pending() == [] and len(crm.ids()) == 4
+
+
+def test_a_hanging_crm_times_out_and_is_retried(tmp_path, crm):
+    config = make_config(tmp_path, crm.url, timeout="0.3")
+    spool = Spool.for_state_dir(config.state.dir)
+    clock = Clock()
+    deliverer = Deliverer(config, spool, clock=clock, random=lambda: 0.0)
+    crm.hang()
+    spool_event(spool, config, "connect", "1732700000.1", clock.now)
+    started = time.monotonic()
+    summary = deliverer.deliver()
+    assert time.monotonic() - started < 2
+    assert summary["retry"] == 1 and "Timeout" in summary["last_error"]
+    crm.release()
+    clock.advance(3)
+    deliverer.deliver()
+    assert spool.pending() == []
+    assert crm.ids() == ["msg_1732700000.1_connect"] * 2
+
+
+# --- per-call order -----------------------------------------------------------------------
+
+def test_a_hangup_waits_for_its_connect_even_when_the_connect_fails(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.answer(400, times=1)  # the CRM refuses the connect once: not an outage
+    spool_event(spool, config, "connect", "1732700000.1", clock.now)
+    spool_event(spool, config, "hangup", "1732700000.1", clock.now)
+    spool_event(spool, config, "hangup", "1732700000.2", clock.now)
+    deliverer.deliver()
+    # The other call goes on; this call's hangup waits.
+    assert crm.ids() == ["msg_1732700000.1_connect", "msg_1732700000.2_hangup"]
+    clock.advance(5)
+    deliverer.deliver()
+    assert crm.ids()[2:] == ["msg_1732700000.1_connect", "msg_1732700000.1_hangup"]
+
+
+def test_a_hangup_spooled_before_its_connect_is_still_sent_after_it(setup, crm):
+    config, spool, clock, deliverer = setup
+    spool_event(spool, config, "hangup", "1732700000.1", clock.now)
+    spool_event(spool, config, "connect", "1732700000.1", clock.now)
+    deliverer.deliver()
+    assert crm.ids() == ["msg_1732700000.1_connect", "msg_1732700000.1_hangup"]
+
+
+def test_a_dead_connect_lets_its_hangup_go(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.answer(410, times=1)
+    spool_event(spool, config, "connect", "1732700000.1", clock.now)
+    spool_event(spool, config, "hangup", "1732700000.1", clock.now)
+    deliverer.deliver()
+    assert crm.ids() == ["msg_1732700000.1_connect", "msg_1732700000.1_hangup"]
+    assert spool.pending() == []
+
+
+def test_an_outage_of_200_events_is_delivered_in_order_after_recovery(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.down()
+    for n in range(100):
+        spool_event(spool, config, "connect", "1732700000.%03d" % n, clock.now + n)
+        spool_event(spool, config, "hangup", "1732700000.%03d" % n, clock.now + n)
+    for _ in range(5):  # an hour of failing probes
+        deliverer.deliver()
+        clock.advance(720)
+    assert len(spool.pending()) == 200
+    crm.up()
+    summary = deliverer.deliver(all_now=True)
+    assert summary["delivered"] == 200 and spool.pending() == []
+    ids = crm.ids()
+    assert len(set(ids)) == 200
+    for n in range(100):
+        assert ids.index("msg_1732700000.%03d_connect" % n) < \
+            ids.index("msg_1732700000.%03d_hangup" % n)
+
+
+# --- 24 hours, then dead; webhooks retry --------------------------------------------------
+
+def run_cli(handler, argv, config):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    cli_webhooks.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    os.environ["CALLEXCHANGE_CONFIG"] = config.path
+    output = []
+
+    class Out:
+        def write(self, text):
+            output.append(text)
+
+    try:
+        status = args.handler(args, out=Out())
+    finally:
+        del os.environ["CALLEXCHANGE_CONFIG"]
+    return status, "".join(output)
+
+
+def test_an_event_is_dead_after_24_hours_and_retry_sends_it_again(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.answer(503)
+    spool_event(spool, config, "connect", "1732700000.1", clock.now)
+    attempts = 0
+    while spool.pending():
+        deliverer.deliver()
+        attempts += 1
+        clock.now = max([clock.now + 1] + [spool.read(e.name).get("next_at", 0)
+                                            for e in spool.pending()]
+                        + [deliverer.endpoint_state().get("next_at", 0)])
+        assert attempts < 100
+    dead = spool.dead()
+    assert len(dead) == 1
+    record = spool.read(dead[0].name, dead=True)
+    assert "24 hours" in record["dead_reason"] and "HTTP 503" in record["dead_reason"]
+    assert clock.now - record["occurred"] >= webhooks.MAX_AGE
+    sent = len(crm.requests)
+    assert 15 < sent < 40  # back-off up to hourly: some 30 tries in a day
+
+    status, text = run_cli(None, ["webhooks", "status"], config)
+    assert status == 0 and "dead: 1" in text and "msg_1732700000.1_connect" in text
+
+    crm.answer(200)
+    status, text = run_cli(None, ["webhooks", "retry", "msg_1732700000.1_connect"], config)
+    assert status == 0 and "delivered 1" in text
+    assert spool.dead() == [] and spool.pending() == []
+    assert crm.requests[-1].id == "msg_1732700000.1_connect"
+    assert crm.requests[-1].body == crm.requests[0].body
+
+
+def test_retry_all_dead(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.answer(410)
+    for n in range(3):
+        spool_event(spool, config, "hangup", "1732700000.%d" % n, clock.now)
+    deliverer.deliver()
+    assert len(spool.dead()) == 3
+    crm.answer(200)
+    status, text = run_cli(None, ["webhooks", "retry", "--all-dead"], config)
+    assert status == 0 and "queued 3" in text and "delivered 3" in text
+    assert spool.dead() == []
+
+
+def test_retry_of_an_unknown_id_fails(setup):
+    config = setup[0]
+    status, _ = run_cli(None, ["webhooks", "retry", "msg_nope_connect"], config)
+    assert status == 1
+
+
+def test_status_lists_pending_events_with_their_last_error(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.answer(500)
+    spool_event(spool, config, "connect", "1732700000.7", clock.now)
+    deliverer.deliver()
+    status, text = run_cli(None, ["webhooks", "status"], config)
+    assert "pending: 1" in text and "HTTP 500" in text and "msg_1732700000.7_connect" in text
+    assert "deliverer: not running" in text
+
+
+def test_deliver_command_sends_what_is_due_and_all_now_ignores_backoff(setup, crm):
+    config, spool, clock, deliverer = setup
+    crm.answer(500, times=1)
+    spool_event(spool, config, "connect", "1732700000.1", time.time())
+    status, text = run_cli(None, ["webhooks", "deliver"], config)
+    assert status == 0 and "to retry 1" in text and "pending 1" in text
+    status, text = run_cli(None, ["webhooks", "deliver"], config)
+    assert len(crm.requests) == 1  # backing off
+    status, text = run_cli(None, ["webhooks", "deliver", "--all-now"], config)
+    assert "delivered 1" in text and "pending 0" in text
+
+
+def test_secret_prints_a_standard_webhooks_secret(setup):
+    import base64
+
+    status, text = run_cli(None, ["webhooks", "secret"], setup[0])
+    secret = text.strip()
+    assert status == 0 and secret.startswith("whsec_")
+    assert len(base64.b64decode(secret[6:], validate=True)) >= 24
+    assert run_cli(None, ["webhooks", "secret"], setup[0])[1].strip() != secret
+
+
+def test_a_bad_secret_keeps_events_unsent(tmp_path, crm):
+    config = make_config(tmp_path, crm.url, secret="not base64!")
+    spool = Spool.for_state_dir(config.state.dir)
+    deliverer = Deliverer(config, spool, clock=Clock())
+    spool_event(spool, config, "connect", "1732700000.1", 1_732_700_000)
+    summary = deliverer.deliver()
+    assert summary["retry"] == 1 and "whsec_" in summary["last_error"]
+    assert crm.requests == []
+
+
+def test_tls_is_verified_unless_turned_off(tmp_path):
+    seen = {}
+
+    class Session:
+        def post(self, url, **kwargs):
+            seen.update(kwargs)
+            raise webhooks_requests().exceptions.ConnectionError("stop here")
+
+    for setting, expected in (("yes", True), ("no", False)):
+        config = make_config(tmp_path, "https://crm.example.test/hook", verify_tls=setting,
+                             timeout="7")
+        Deliverer(config, session=Session()).send(
+            make_record("connect", call_variables("1.2"), config.webhook, now=1))
+        assert seen["verify"] is expected
+        assert seen["timeout"] == (7.0, 7.0) and seen["allow_redirects"] is False
+
+
+def webhooks_requests():
+    import requests
+
+    return requests
+
+
+# --- kill -9 of the deliverer in the middle of a send --------------------------------------
+
+def start_background_deliverer(config):
+    return subprocess.Popen(
+        [sys.executable, "-c", webhooks._BOOT, LIB, config.path],
+        env=dict(os.environ, CALLEXCHANGE_WEBHOOK_LINGER="1"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_deliverer_killed_mid_send_leaves_the_event_to_be_sent_again(tmp_path, crm):
+    config = make_config(tmp_path, crm.url, timeout="30")
+    spool = Spool.for_state_dir(config.state.dir)
+    name = spool_event(spool, config, "connect", "1732700000.1", time.time())
+    before = open(os.path.join(spool.new, name), "rb").read()
+    crm.hang()
+    process = start_background_deliverer(config)
+    try:
+        crm.wait_for(1)
+        assert spool.lock_holder() == process.pid
+        process.send_signal(signal.SIGKILL)
+        process.wait(5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # Nothing half-done: the event is in new/, byte for byte as written.
+    assert [e.name for e in spool.pending()] == [name]
+    assert open(os.path.join(spool.new, name), "rb").read() == before
+    assert spool.lock_holder() is None  # the kernel dropped the dead process's flock
+    crm.release()
+    crm.answer(200)
+    process = start_background_deliverer(config)
+    assert process.wait(20) == 0
+    requests = crm.wait_for(2)
+    assert [r.id for r in requests] == ["msg_1732700000.1_connect"] * 2
+    assert requests[0].body == requests[1].body
+    assert spool.pending() == []
+
+
+def test_only_one_deliverer_runs_at_a_time(tmp_path, crm):
+    config = make_config(tmp_path, crm.url)
+    spool = Spool.for_state_dir(config.state.dir)
+    lock = spool.try_lock()
+    try:
+        assert spool.try_lock() is None
+        assert spool.lock_holder() == os.getpid()
+    finally:
+        os.close(lock)
+    assert spool.lock_holder() is None
+
+
+def test_a_new_event_wakes_the_lingering_deliverer(tmp_path, crm):
+    config = make_config(tmp_path, crm.url)
+    spool = Spool.for_state_dir(config.state.dir)
+    spool_event(spool, config, "connect", "1732700000.1", time.time())
+    crm.answer(400, times=1)  # refused, but the CRM is up: only this call waits
+    process = subprocess.Popen(
+        [sys.executable, "-c", webhooks._BOOT, LIB, config.path],
+        env=dict(os.environ, CALLEXCHANGE_WEBHOOK_LINGER="1"))
+    try:
+        crm.wait_for(1)
+        # The connect is retried in 2.5-5 s, more than the linger: the deliverer waits a
+        # second for new events, and one comes.
+        time.sleep(0.2)
+        assert spool.lock_holder() == process.pid
+        spool_event(spool, config, "hangup", "1732700000.2", time.time())
+        assert spool.wake() is True
+        requests = crm.wait_for(2, timeout=2)
+        assert requests[1].id == "msg_1732700000.2_hangup"
+        # Then a second without events: it exits; the connect waits for the timer.
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert [e.event for e in spool.pending()] == ["connect"]
+    assert spool.read(spool.pending()[0].name)["attempts"] == 1

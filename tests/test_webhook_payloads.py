@@ -1,0 +1,251 @@
+"""The webhook bodies and headers (SPEC §6), byte for byte.
+
+The signature is checked with an independent implementation of the Standard Webhooks
+verification written here (base64, HMAC-SHA256, constant-time compare, timestamp
+tolerance), not with the code under test; the bodies against the JSON Schemas of
+docs/openapi.yaml.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+from hypothesis import given, strategies as st
+
+from callexchange import webhooks
+from callexchange.spool import dumps_compact
+from callexchange.webhooks import (build_body, call_event, disposition, make_record,
+                                   percent_decode, recording_url, request_headers,
+                                   signing_key)
+from schemas import validate
+
+UNIQUEID = "1732700000.483920174622"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+VARIABLES = {"CX_UNIQUEID": UNIQUEID, "CX_DESTINATION": "12127773456", "CX_EXTENSION": "2001",
+             "CX_ANI": "12125550100", "CX_CRM_ID": "lead%207%2C%20NY",
+             "CX_RECORDING": "2024/11/27/out-12127773456-2001-20241127-093320-%s.wav" % UNIQUEID}
+ANSWERED = dict(VARIABLES, DIALSTATUS="ANSWER", ANSWEREDTIME="25", HANGUPCAUSE="16")
+BASE_URL = "https://pbx.example.test/wav-files"
+
+
+class Settings:
+    def __init__(self, extended):
+        self.extended = extended
+
+
+# --- an independent Standard Webhooks verifier --------------------------------------------
+
+class VerificationError(Exception):
+    pass
+
+
+def verify(secret, headers, body, now, tolerance=300):
+    """The receiving side, as the Standard Webhooks specification describes it."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    msg_id = headers["webhook-id"]
+    timestamp = headers["webhook-timestamp"]
+    if abs(now - int(timestamp)) > tolerance:
+        raise VerificationError("timestamp outside the tolerance")
+    key = base64.b64decode(secret.split("_", 1)[1])
+    expected = base64.b64encode(hmac.new(
+        key, ("%s.%s.%s" % (msg_id, timestamp, body.decode("utf-8"))).encode("utf-8"),
+        hashlib.sha256).digest())
+    for candidate in headers["webhook-signature"].split(" "):
+        version, _, value = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(value.encode("ascii"), expected):
+            return json.loads(body)
+    raise VerificationError("no matching signature")
+
+
+# --- the legacy bodies --------------------------------------------------------------------
+
+def test_connect_body_is_exactly_the_legacy_fields():
+    record = make_record("connect", VARIABLES, Settings(False), BASE_URL, now=1732700001)
+    assert record["body"] == ('{"dialed_number":"12127773456","extension":"2001",'
+                              '"caller_id":"12125550100","uniqueid":"%s"}' % UNIQUEID)
+    validate("ConnectEvent", json.loads(record["body"]))
+    assert record["id"] == "msg_%s_connect" % UNIQUEID
+
+
+def test_hangup_body_adds_duration_in_the_legacy_order():
+    record = make_record("hangup", ANSWERED, Settings(False), BASE_URL, now=1732700026)
+    assert record["body"] == ('{"dialed_number":"12127773456","extension":"2001",'
+                              '"duration":25,"caller_id":"12125550100","uniqueid":"%s"}'
+                              % UNIQUEID)
+    validate("HangupEvent", json.loads(record["body"]))
+
+
+@pytest.mark.parametrize("extra, state", [
+    ({"DIALSTATUS": "BUSY", "HANGUPCAUSE": "17"}, "busy"),
+    ({"DIALSTATUS": "NOANSWER", "HANGUPCAUSE": "19"}, "no_answer"),
+    ({"DIALSTATUS": "CANCEL"}, "no_answer"),
+    ({"DIALSTATUS": "CONGESTION", "HANGUPCAUSE": "34"}, "congestion"),
+    ({"DIALSTATUS": "CHANUNAVAIL"}, "failed"),
+    ({"REASON": "5"}, "busy"),         # the `failed` extension after a failed Originate
+    ({"REASON": "3"}, "no_answer"),
+    ({"REASON": "8"}, "congestion"),
+    ({"REASON": "0"}, "failed"),
+    ({}, "failed"),
+])
+def test_a_call_that_never_connected_has_duration_0(extra, state):
+    variables = dict(VARIABLES, **extra)
+    body = json.loads(make_record("hangup", variables, Settings(True), BASE_URL,
+                                  now=1732700003)["body"])
+    assert body["duration"] == 0
+    assert body["disposition"] == state
+    assert body["sequence"] == 1 and body["recording_url"] == ""
+    validate("HangupEvent", body)
+
+
+def test_extended_connect_body():
+    record = make_record("connect", VARIABLES, Settings(True), BASE_URL, now=1732700001)
+    assert record["body"] == (
+        '{"dialed_number":"12127773456","extension":"2001","caller_id":"12125550100",'
+        '"uniqueid":"%s","event":"connect","timestamp":1732700001,"sequence":1,'
+        '"crm_id":"lead 7, NY","recording_url":"%s/2024/11/27/'
+        'out-12127773456-2001-20241127-093320-%s.wav"}' % (UNIQUEID, BASE_URL, UNIQUEID))
+    validate("ConnectEvent", json.loads(record["body"]))
+
+
+def test_extended_hangup_body():
+    record = make_record("hangup", ANSWERED, Settings(True), BASE_URL, now=1732700026)
+    assert record["body"] == (
+        '{"dialed_number":"12127773456","extension":"2001","duration":25,'
+        '"caller_id":"12125550100","uniqueid":"%s","event":"hangup","timestamp":1732700026,'
+        '"sequence":2,"crm_id":"lead 7, NY","disposition":"answered","hangup_cause":16,'
+        '"recording_url":"%s/2024/11/27/out-12127773456-2001-20241127-093320-%s.wav"}'
+        % (UNIQUEID, BASE_URL, UNIQUEID))
+    validate("HangupEvent", json.loads(record["body"]))
+
+
+def test_non_ascii_crm_id_is_sent_as_utf8_not_escaped():
+    variables = dict(VARIABLES, CX_CRM_ID="K%C3%B6ln%20%E2%9C%93")
+    body = make_record("connect", variables, Settings(True), "", now=1)["body"]
+    assert '"crm_id":"Köln ✓"' in body
+
+
+def test_duration_falls_back_to_cdr_billsec():
+    variables = dict(VARIABLES, DIALSTATUS="ANSWER", ANSWEREDTIME="")
+    variables["CDR(billsec)"] = "42"
+    assert call_event("hangup", variables, 1)["duration"] == 42
+
+
+def test_hangup_cause_out_of_range_is_0():
+    variables = dict(ANSWERED, HANGUPCAUSE="999")
+    assert call_event("hangup", variables, 1)["hangup_cause"] == 0
+
+
+def test_disposition_prefers_dialstatus_then_reason_then_cause():
+    assert disposition({"DIALSTATUS": "ANSWER", "REASON": "5"}) == "answered"
+    assert disposition({"REASON": "5", "HANGUPCAUSE": "34"}) == "busy"
+    assert disposition({"HANGUPCAUSE": "17"}) == "busy"
+    assert disposition({"HANGUPCAUSE": "16"}) == "failed"
+
+
+def test_recording_url_quotes_what_a_url_cannot_hold():
+    assert recording_url("https://x/wav-files/", "2024/01/02/out-1-a#b-x.wav") == \
+        "https://x/wav-files/2024/01/02/out-1-a%23b-x.wav"
+    assert recording_url("", "2024/01/02/a.wav") == "2024/01/02/a.wav"
+    assert recording_url("https://x", "") == ""
+
+
+def test_percent_decode_undoes_call_percent_encode():
+    from callexchange.call import percent_encode
+
+    for text in ("lead 7, NY", "100%", "Köln/✓", "a%zz", ""):
+        assert percent_decode(percent_encode(text)) == text
+    assert percent_decode("100%") == "100%"
+
+
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=12))
+def test_dumps_compact_writes_what_json_dumps_writes(value):
+    assert dumps_compact(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_body_builder_rejects_unknown_events():
+    with pytest.raises(ValueError):
+        build_body("ringing", {})
+
+
+# --- headers and the signature ------------------------------------------------------------
+
+def test_headers_and_signature_verify_with_an_independent_implementation():
+    record = make_record("hangup", ANSWERED, Settings(False), BASE_URL, now=1732700026)
+    headers = request_headers(record, signing_key(SECRET))
+    assert headers["webhook-id"] == "msg_%s_hangup" % UNIQUEID
+    assert headers["webhook-timestamp"] == "1732700026"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-CallExchange-Event"] == "hangup"
+    body = record["body"].encode("utf-8")
+    assert verify(SECRET, headers, body, now=1732700030)["duration"] == 25
+    # The exact value, computed here by hand.
+    key = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    digest = hmac.new(key, b"msg_%s_hangup.1732700026.%s" % (UNIQUEID.encode(), body),
+                      hashlib.sha256).digest()
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
+
+
+@pytest.mark.parametrize("tamper", ["body", "id", "timestamp", "secret"])
+def test_a_tampered_request_does_not_verify(tamper):
+    record = make_record("connect", VARIABLES, Settings(False), "", now=1732700001)
+    headers = request_headers(record, signing_key(SECRET))
+    body = record["body"].encode()
+    secret = SECRET
+    if tamper == "body":
+        body = body.replace(b"2001", b"2002")
+    elif tamper == "id":
+        headers["webhook-id"] = "msg_other_connect"
+    elif tamper == "timestamp":
+        headers["webhook-timestamp"] = "1732700002"
+    else:
+        secret = webhooks.new_secret()
+    with pytest.raises(VerificationError):
+        verify(secret, headers, body, now=1732700001)
+
+
+def test_a_retry_carries_the_event_time_and_the_same_signature():
+    # SPEC §6: webhook-timestamp is when the event happened; a retry is the same request.
+    record = make_record("connect", VARIABLES, Settings(True), "", now=1732700001)
+    first = request_headers(record, signing_key(SECRET))
+    record["attempts"] = 3
+    retry = request_headers(record, signing_key(SECRET))
+    assert retry == first
+    assert retry["webhook-timestamp"] == "1732700001"
+    # A receiver verifying an hour later needs a tolerance wider than the default 5 min.
+    body = verify(SECRET, retry, record["body"].encode(), now=1732700001 + 3600,
+                  tolerance=24 * 3600)
+    assert body["timestamp"] == 1732700001
+    with pytest.raises(VerificationError):
+        verify(SECRET, retry, record["body"].encode(), now=1732700001 + 3600)
+
+
+def test_without_a_secret_there_is_no_signature_header():
+    record = make_record("connect", VARIABLES, Settings(False), "", now=1)
+    assert "webhook-signature" not in request_headers(record, None)
+
+
+def test_signing_key_accepts_the_whsec_form_and_refuses_garbage():
+    assert signing_key(SECRET) == base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    assert signing_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") == signing_key(SECRET)
+    for bad in ("whsec_not base64!", "whsec_"):
+        with pytest.raises(ValueError):
+            signing_key(bad)
+
+
+def test_new_secret_is_whsec_and_24_bytes_or_more():
+    secret = webhooks.new_secret()
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret[6:], validate=True)) >= 24
+
+
+def test_the_header_timestamp_is_the_event_time_in_whole_seconds():
+    record = make_record("connect", VARIABLES, Settings(False), "")
+    assert abs(record["occurred"] - time.time()) < 5
+    record["occurred"] = 1732700001.9
+    assert request_headers(record, None)["webhook-timestamp"] == "1732700001"
