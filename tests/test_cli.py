@@ -166,3 +166,61 @@ def test_bin_script_runs_from_a_checkout(tmp_path, entry):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "no keys" in result.stdout
+
+
+# --- the AMI user in Asterisk's config, read with pyst2's parser -----------------------
+
+SHIPPED_MANAGER = os.path.join(os.path.dirname(LIB), "asterisk", "manager_callexchange.conf")
+
+
+def write_manager(etc, text):
+    etc.mkdir(exist_ok=True)
+    (etc / "manager_callexchange.conf").write_text(text)
+
+
+def shipped_manager(username="callexchange", secret="s3cret"):
+    with open(SHIPPED_MANAGER) as handle:
+        return handle.read().replace("@AMI_USERNAME@", username).replace("@AMI_SECRET@", secret)
+
+
+def test_check_accepts_the_shipped_ami_user(tmp_path):
+    config = write_config(tmp_path, closed_port())
+    write_manager(tmp_path / "asterisk", shipped_manager())
+    result = run(config, "check", "--no-ami", "--asterisk-etc", str(tmp_path / "asterisk"))
+    assert "ok   asterisk: %s grants [callexchange] exactly" % (
+        tmp_path / "asterisk" / "manager_callexchange.conf") in result.stdout
+    assert result.returncode == 0, result.stdout
+
+
+def test_check_fails_on_a_wrong_secret_or_missing_rights(tmp_path):
+    config = write_config(tmp_path, closed_port())
+    text = shipped_manager(secret="other").replace("write = originate,message", "write = originate")
+    write_manager(tmp_path / "asterisk", text)
+    result = run(config, "check", "--no-ami", "--asterisk-etc", str(tmp_path / "asterisk"))
+    assert result.returncode == 1
+    assert "FAIL asterisk:" in result.stdout and "secret differs" in result.stdout
+    assert "write lacks message" in result.stdout
+    assert "other" not in result.stdout and "s3cret" not in result.stdout
+
+
+def test_check_warns_when_the_ami_user_may_do_more(tmp_path):
+    config = write_config(tmp_path, closed_port())
+    write_manager(tmp_path / "asterisk", shipped_manager().replace("read = call", "read = call,system"))
+    result = run(config, "check", "--no-ami", "--asterisk-etc", str(tmp_path / "asterisk"))
+    assert "warn asterisk:" in result.stdout and "read grants more than the gateway needs: system" \
+        in result.stdout
+    assert result.returncode == 0
+
+
+def test_check_fails_when_asterisk_has_no_gateway_user(tmp_path):
+    config = write_config(tmp_path, closed_port())
+    (tmp_path / "asterisk").mkdir()
+    result = run(config, "check", "--no-ami", "--asterisk-etc", str(tmp_path / "asterisk"))
+    assert result.returncode == 1
+    assert "manager_callexchange.conf does not exist" in result.stdout
+
+
+def test_check_skips_asterisk_where_there_is_none(tmp_path):
+    config = write_config(tmp_path, closed_port())
+    result = run(config, "check", "--no-ami", "--asterisk-etc", str(tmp_path / "none"))
+    assert "asterisk:" not in result.stdout

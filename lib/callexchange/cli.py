@@ -68,6 +68,9 @@ def build_parser():
     check = commands.add_parser("check", help="check the config, keys, state dir, "
                                               "recording root, webhook URL and AMI login")
     check.add_argument("--no-ami", action="store_true", help="skip the AMI login test")
+    check.add_argument("--asterisk-etc", default="/etc/asterisk", metavar="DIR",
+                       help="Asterisk's config dir, for the AMI user's include file "
+                            "(default: %(default)s; skipped when it does not exist)")
     check.set_defaults(handler=run_check)
 
     ani = commands.add_parser("ani", help="caller ID pools")
@@ -184,6 +187,17 @@ def run_check(args):
     flagged = settings.ani.flagged_file
     if flagged and not os.path.exists(flagged):
         report("warn", "ani: flagged_file %s does not exist (no number is flagged)" % flagged)
+
+    manager_file = os.path.join(args.asterisk_etc, "manager_callexchange.conf")
+    if os.path.isdir(args.asterisk_etc):
+        from .asterisk_conf import manager_user_problems
+        problems = manager_user_problems(manager_file, settings.ami.username,
+                                         settings.ami.secret)
+        for level, text in problems:
+            report(level, "asterisk: %s" % text)
+        if not problems:
+            report("ok", "asterisk: %s grants [%s] exactly originate,message / call"
+                   % (manager_file, settings.ami.username))
 
     if args.no_ami:
         report("warn", "ami: login not tested (--no-ami)")
