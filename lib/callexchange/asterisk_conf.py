@@ -26,6 +26,11 @@ def manager_user_problems(path, username, secret):
     except ParseError as error:
         line, reason = (error.args + (None, None))[:2]
         return [("FAIL", "%s:%s: %s" % (path, line, reason))]
+    except PermissionError:
+        # The file is Asterisk's (0640); the web server's user, which install.sh runs the
+        # check as, may not read it. Not a fault of the setup.
+        return [("warn", "%s is not readable by this user; run the check as root to "
+                         "verify the AMI user" % path)]
     except OSError as error:
         return [("FAIL", "cannot read %s: %s" % (path, error.strerror))]
     sections = {category.name.strip(): category for category in parsed.categories}
