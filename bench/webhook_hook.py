@@ -44,7 +44,7 @@ from callexchange.config import load_config  # noqa: E402
 from callexchange.sandbox_calls import run_hook  # noqa: E402
 from callexchange.spool import Spool  # noqa: E402
 from callexchange.webhooks import _BOOT, make_record  # noqa: E402
-from test_webhook_delivery import CrmStandIn  # noqa: E402
+from crm_standin import CrmStandIn  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CONFIG = """\

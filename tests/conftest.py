@@ -68,3 +68,12 @@ def sandbox():
         yield pbx
     finally:
         pbx.stop()
+
+
+@pytest.fixture
+def crm():
+    """A CRM stand-in receiving webhooks (tests/crm_standin.py); closed after the test."""
+    from crm_standin import CrmStandIn
+    stand_in = CrmStandIn()
+    yield stand_in
+    stand_in.close()

@@ -19,7 +19,7 @@ import pytest
 from callexchange import agi, webhooks
 from callexchange.sandbox_calls import DEFAULT_HOOK, agi_environment, run_hook
 from callexchange.spool import Spool
-from test_webhook_delivery import CrmStandIn, make_config
+from test_webhook_delivery import make_config
 
 LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 UNIQUEID = "1732700000.483920174622"
@@ -187,13 +187,6 @@ def test_pyst2_agi_fails_the_same_faults_which_is_why_the_hook_does_not_use_it()
 
 
 # --- the hook script ----------------------------------------------------------------------
-
-@pytest.fixture
-def crm():
-    stand_in = CrmStandIn()
-    yield stand_in
-    stand_in.close()
-
 
 class Pbx:
     """A test config, the spool, and the hook run as Asterisk would; kills the deliverer a

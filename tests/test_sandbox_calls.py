@@ -23,7 +23,7 @@ from callexchange.sandbox import Sandbox
 from callexchange.spool import Spool
 from conftest import AMI_SECRET, AMI_USERNAME, TEST_API_KEY, config_text
 from schemas import validate
-from test_webhook_delivery import SECRET, CrmStandIn
+from crm_standin import SECRET
 
 LEAD = "12127773456"
 
@@ -33,13 +33,6 @@ def carrier_cache(tmp_path_factory):
     directory = tmp_path_factory.mktemp("numbers-cache")
     numbers.analyze("+4915112345678", "US", str(directory))
     return directory
-
-
-@pytest.fixture
-def crm():
-    stand_in = CrmStandIn()
-    yield stand_in
-    stand_in.close()
 
 
 class Pbx:
