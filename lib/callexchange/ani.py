@@ -24,7 +24,7 @@ def choose_caller_id(candidates, usage, flagged, daily_limit):
 
     >>> choose_caller_id(("111", "222"), {"111": 3, "222": 1}, set(), 200)
     ('222', True)
-    >>> choose_caller_id(("111", "222"), {"111": 3}, {"222"}, 3)
+    >>> choose_caller_id(("111", "222"), {"111": 3, "222": 5}, {"222"}, 3)
     ('111', False)
     """
     if not candidates:
