@@ -1493,12 +1493,14 @@ uninstall() {
     fi
     rm -f "$MANIFEST"
     rmdir "$PREFIX" 2>/dev/null || true
+    rmdir "$RUN_DIR" 2>/dev/null || true  # pid files' dir: gone with the processes
     echo "Removed: the app, the venv, the Apache snippet, the wrapper and the services."
     if [ "${#kept[@]}" -gt 0 ]; then
         echo "Kept (config, keys and data; delete them yourself if you want them gone):"
         printf '    %s\n' "${kept[@]}" | sort
     fi
-    echo "Kept too: the OS packages and the Apache modules (other sites may use them)."
+    echo "Kept too: the OS packages, the Apache modules and the running Apache and cron" \
+         "(other sites and jobs may use them)."
 }
 
 # --- main ----------------------------------------------------------------------------------

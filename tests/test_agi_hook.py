@@ -7,6 +7,7 @@ deliverer runs detached), never hang on a closed or silent Asterisk, never break
 byte literals over pipes, and pyst2's AGI against the same faults, for the record.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -428,3 +429,28 @@ def test_hook_imports_nothing_slow(pbx, tmp_path, crm):
                  "asterisk", "subprocess", "threading"):
         assert slow not in modules, slow
     crm.wait_for(1)
+
+
+def test_hook_spools_the_event_while_the_config_is_broken_and_it_is_sent_once_fixed(pbx, crm):
+    # An admin mid-edit (an unknown key) must not cost a call its hangup: SPEC §6, nothing lost.
+    good = open(pbx.config.path).read()
+    with open(pbx.config.path, "a") as handle:
+        handle.write("\nbogus = 1\n")  # unknown in whichever section comes last
+    pbx.kill_deliverer()
+    crm.down()
+    run = pbx.hook("hangup", HANGUP)
+    assert run.returncode == 0
+    assert "spooled, sent once the config is fixed" in run.stderr
+    assert [json.loads(open(os.path.join(pbx.spool.new, e.name)).read())["event"]
+            for e in pbx.spool.pending()] == ["hangup"]
+    with open(pbx.config.path, "w") as handle:
+        handle.write(good)
+    crm.up()
+    assert cli_webhooks_deliver(pbx.config.path) == 0
+    (request,) = crm.wait_for(1)
+    assert request.id == "msg_%s_hangup" % UNIQUEID and request.json["duration"] == 25
+
+
+def cli_webhooks_deliver(config_path, *extra):
+    from callexchange.cli import main
+    return main(["--config", config_path, "webhooks", "deliver", *extra])

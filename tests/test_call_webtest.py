@@ -908,3 +908,30 @@ def test_recording_schema_matches_the_legacy_sample():
     assert not validator("Recording").is_valid({"url": "u", "time": "25:00:00",
                                                 "duration": 1, "date": "03/07/2024",
                                                 "uniqueid": ""})
+
+
+def test_unknown_default_region_is_a_500_naming_file_and_line(tmp_path, sandbox, keys_file):
+    from conftest import config_text
+    path = tmp_path / "region.ini"
+    path.write_text(config_text(tmp_path, sandbox.port, dial={"default_region": "XX"}))
+    app = webtest.TestApp(create_app(str(path)))
+    response = app.post("/api/v1/asteriskapi.pl",
+                        json.dumps({"extension": "2001", "destination": "2125550199"}),
+                        headers={"api-key": TEST_API_KEY}, status=500, expect_errors=True)
+    line = [n for n, text in enumerate(path.read_text().splitlines(), 1)
+            if text.startswith("default_region")][0]
+    assert "%s:%d: [dial] default_region 'XX' is not a region" % (path, line) \
+        in response.json["error"]
+    assert sandbox.actions_named("Originate") == []
+
+
+def test_a_config_error_reply_still_names_caller_and_callee(tmp_path):
+    path = tmp_path / "broken.ini"
+    path.write_text("[nonsense]\n")
+    app = webtest.TestApp(create_app(str(path)))
+    response = app.post("/api/v1/asteriskapi.pl",
+                        json.dumps({"extension": "2001", "destination": "12127773456"}),
+                        headers={"api-key": TEST_API_KEY}, status=500, expect_errors=True)
+    assert response.json["message"] == ("We fail on making a call. caller : 2001, "
+                                        "callee : 12127773456")
+    assert "%s:1: unknown section [nonsense]" % path in response.json["error"]

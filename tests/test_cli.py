@@ -255,3 +255,21 @@ def test_check_only_warns_when_the_ami_user_file_is_not_readable():
         assert "FAIL asterisk" not in result.stdout
     finally:
         shutil.rmtree(base)
+
+
+def test_check_refuses_a_region_phonenumbers_does_not_know(tmp_path):
+    config = write_config(tmp_path, closed_port(), extra="[dial]\ndefault_region = XX\n")
+    result = run(config, "check", "--no-ami")
+    assert result.returncode == 1
+    line = len(config.read_text().splitlines())
+    assert "FAIL config: %s:%d: [dial] default_region 'XX' is not a region" % (config, line) \
+        in result.stdout
+
+
+def test_check_refuses_a_webhook_secret_that_cannot_sign(tmp_path):
+    config = write_config(tmp_path, closed_port(), extra="[webhook]\nsecret = notawhsec!\n")
+    result = run(config, "check", "--no-ami")
+    assert result.returncode == 1
+    assert "%s:%d: [webhook] secret must be whsec_<base64>" % (
+        config, len(config.read_text().splitlines())) in result.stdout
+    assert "notawhsec" not in result.stdout  # a secret is never echoed

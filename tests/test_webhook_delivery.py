@@ -9,6 +9,8 @@ retry`, and kill -9 of a deliverer in the middle of a send.
 The CRM stand-in is tests/crm_standin.py; the `crm` fixture is in conftest.py.
 """
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -384,8 +386,19 @@ def test_secret_prints_a_standard_webhooks_secret(setup):
     assert run_cli(None, ["webhooks", "secret"], setup[0])[1].strip() != secret
 
 
+def test_a_secret_that_cannot_sign_is_a_config_error_naming_its_line(tmp_path, crm):
+    from callexchange.config import ConfigError
+    with pytest.raises(ConfigError) as raised:
+        make_config(tmp_path, crm.url, secret="not base64!")
+    assert "[webhook] secret must be whsec_<base64>" in str(raised.value)
+    assert ":%d:" % raised.value.line in str(raised.value) and raised.value.line > 0
+    assert "not base64" not in str(raised.value)
+
+
 def test_a_bad_secret_keeps_events_unsent(tmp_path, crm):
-    config = make_config(tmp_path, crm.url, secret="not base64!")
+    # (The config refuses one; this is the deliverer's own guard, should one get through.)
+    config = make_config(tmp_path, crm.url)
+    config.webhook.secret = "not base64!"
     spool = Spool.for_state_dir(config.state.dir)
     deliverer = Deliverer(config, spool, clock=Clock())
     spool_event(spool, config, "connect", "1732700000.1", 1_732_700_000)
@@ -494,3 +507,79 @@ def test_a_new_event_wakes_the_lingering_deliverer(tmp_path, crm):
             process.wait()
     assert [e.event for e in spool.pending()] == ["connect"]
     assert spool.read(spool.pending()[0].name)["attempts"] == 1
+
+
+# --- a long-running deliverer and the admin ----------------------------------------------
+
+def test_a_deliverer_takes_up_an_edited_webhook_url(tmp_path, crm):
+    from crm_standin import CrmStandIn
+    config = make_config(tmp_path, crm.url)
+    spool = Spool.for_state_dir(config.state.dir)
+    deliverer = Deliverer(config, spool)
+    spool_event(spool, config, "connect", "1732700000.1", time.time())
+    deliverer.deliver()
+    assert crm.wait_for(1)[0].id == "msg_1732700000.1_connect"
+    other = CrmStandIn()
+    try:
+        make_config(tmp_path, other.url)  # the admin points [webhook] url elsewhere
+        spool_event(spool, config, "connect", "1732700000.2", time.time())
+        assert deliverer.refresh_config() is True
+        deliverer.deliver()
+        assert other.wait_for(1)[0].id == "msg_1732700000.2_connect"
+        assert len(crm.requests) == 1
+        assert deliverer.refresh_config() is False  # nothing changed since
+    finally:
+        other.close()
+
+
+def test_a_broken_edit_keeps_the_last_good_config(tmp_path, crm):
+    config = make_config(tmp_path, crm.url)
+    deliverer = Deliverer(config, Spool.for_state_dir(config.state.dir))
+    with open(config.path, "a") as handle:
+        handle.write("\nbogus = 1\n")
+    assert deliverer.refresh_config() is False
+    assert deliverer.webhook.url == crm.url
+
+
+def test_an_all_now_wake_up_is_told_apart_from_a_hooks(tmp_path):
+    spool = Spool(str(tmp_path / "webhooks"))
+    fd = spool.listen()
+    try:
+        assert spool.wake() is True
+        assert Spool.drain(fd) is False
+        assert spool.wake(all_now=True) is True
+        spool.wake()
+        assert Spool.drain(fd) is True
+        assert Spool.drain(fd) is False
+    finally:
+        os.close(fd)
+
+
+def test_deliver_all_now_makes_a_running_deliverer_ignore_its_back_off(tmp_path, crm):
+    config = make_config(tmp_path, crm.url)
+    spool = Spool.for_state_dir(config.state.dir)
+    crm.down()
+    spool_event(spool, config, "connect", "1732700000.1", time.time())
+    process = subprocess.Popen(
+        [sys.executable, "-c", webhooks._BOOT, LIB, config.path],
+        env=dict(os.environ, CALLEXCHANGE_WEBHOOK_LINGER="30"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not spool.read(spool.pending()[0].name).get("attempts"):
+            assert time.monotonic() < deadline, "the deliverer never tried"
+            time.sleep(0.05)
+        assert process.poll() is None  # backing off from the CRM, still running
+        crm.up()
+        crm.answer(200)
+        out = io.StringIO()
+        from callexchange.cli import main
+        with contextlib.redirect_stdout(out):
+            assert main(["--config", config.path, "webhooks", "deliver", "--all-now"]) == 0
+        assert "back-off ignored" in out.getvalue()
+        # Sent at once, not after the back-off (at least 2.5 s, then 5, 10...).
+        (request,) = crm.wait_for(1, timeout=2.0)
+        assert request.id == "msg_1732700000.1_connect"
+    finally:
+        process.kill()
+        process.wait()

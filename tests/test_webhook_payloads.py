@@ -133,9 +133,18 @@ def test_duration_falls_back_to_cdr_billsec():
     assert call_event("hangup", variables, 1)["duration"] == 42
 
 
-def test_hangup_cause_out_of_range_is_0():
+def test_hangup_cause_out_of_range_falls_back_to_the_dispositions_cause():
     variables = dict(ANSWERED, HANGUPCAUSE="999")
-    assert call_event("hangup", variables, 1)["hangup_cause"] == 0
+    assert call_event("hangup", variables, 1)["hangup_cause"] == 16
+
+
+@pytest.mark.parametrize("reason, disposition, cause", [
+    ("5", "busy", 17), ("3", "no_answer", 19), ("8", "congestion", 34), ("0", "failed", 0)])
+def test_a_failed_originate_gets_the_q850_cause_of_its_disposition(reason, disposition, cause):
+    # The `failed` path: no DIALSTATUS, no HANGUPCAUSE, only the Originate's REASON.
+    variables = dict(VARIABLES, REASON=reason)
+    call = call_event("hangup", variables, 1)
+    assert (call["disposition"], call["hangup_cause"], call["duration"]) == (disposition, cause, 0)
 
 
 def test_disposition_prefers_dialstatus_then_reason_then_cause():

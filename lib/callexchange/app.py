@@ -15,6 +15,7 @@ from .errors import ApiError, status_line
 from .params import MAX_BODY, api_key_from, normalize_names, parse_body, parse_query
 
 JSON_TYPE = "application/json; charset=utf-8"
+BODY_KEY = "callexchange.body"  # the request body, kept in the environ for error replies
 MAX_BATCH = 50
 
 CALL_PATHS = ("/api/v1/asteriskapi.pl", "/api/v1/asteriskapi")
@@ -81,6 +82,8 @@ class Application:
         if method not in methods:
             error = ApiError(405, "Method %s not allowed; use %s" % (method, " or ".join(methods)))
             return Reply(405, render_error(environ, error), [("Allow", ", ".join(methods))])
+        # Read first, so that even a config error's reply can say who was to be called.
+        body = environ[BODY_KEY] = read_body(environ)
         if self.config_error is not None:
             environ["wsgi.errors"].write("callexchange: %s\n" % self.config_error)
             raise ApiError(500, "Server configuration error: %s" % self.config_error)
@@ -89,7 +92,6 @@ class Application:
         if any(name.strip().lower() in ("api-key", "api_key") for name in query):
             raise ApiError(400, "The api-key must be sent in the api-key header or the body, "
                                 "never in the URL (URLs are written to access logs)")
-        body = read_body(environ)
         return handler(environ, method, query, body)
 
     # --- asteriskapi.pl ---
@@ -184,12 +186,22 @@ class Application:
 
 
 def render_error(environ, error):
-    """The legacy error object; the call endpoint's carries its `message` line too."""
+    """The legacy error object; the call endpoint's carries its `message` line too,
+    naming the extension and destination of the body when it can be read."""
     if environ.get("PATH_INFO", "").rstrip("/").endswith(CALL_PATHS) or \
             environ.get("SCRIPT_NAME", "").endswith(CALL_PATHS):
         from .call import error_reply
-        return error_reply(error, {})
+        return error_reply(error, _params_for_message(environ))
     return {"status": status_line(error.status), "icon": "error", "error": error.error}
+
+
+def _params_for_message(environ):
+    """The plain body's parameters, or {} when there is none to read (or it is JSON-RPC)."""
+    try:
+        payload = parse_body(environ.get(BODY_KEY, b""), environ.get("CONTENT_TYPE", ""))
+        return normalize_names(payload) if isinstance(payload, dict) else {}
+    except ApiError:
+        return {}
 
 
 def read_body(environ):

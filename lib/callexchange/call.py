@@ -109,6 +109,10 @@ def _issue_call(config, params, api_key, protect_double_click):
     dialer_mode = bool_field(params, "call_in_out", False)
     msg = _check_msg(text_field(params, "msg"))
     crm_id = _check_crm_id(text_field(params, "crm_id", max_chars=128))
+    if not numbers.known_region(config.dial.default_region):
+        error = config.error("dial", "default_region",
+                             "%r is not a region phonenumbers knows" % config.dial.default_region)
+        raise ApiError(500, "Server configuration error: %s" % error)
     try:
         number = numbers.analyze(destination, config.dial.default_region,
                                  carrier_cache_dir=config.state.dir + "/numbers")

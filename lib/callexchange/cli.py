@@ -35,6 +35,10 @@ def main(argv=None):
         os.environ["CALLEXCHANGE_CONFIG"] = args.config
     try:
         return args.handler(args) or 0
+    except BrokenPipeError:
+        # `callexchange webhooks status | head`: the reader left; not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except config_module.ConfigError as error:
         print("config error: %s" % error, file=sys.stderr)
         return 1
@@ -152,6 +156,13 @@ def run_check(args):
         report("FAIL", "config: %s" % error)
         return 1
     report("ok", "config: %s" % path)
+
+    from .numbers import known_region
+    for section, key, region in ([("dial", "default_region", settings.dial.default_region)]
+                                 + [("ani", code.lower(), code) for code in settings.ani.pools]):
+        if not known_region(region):
+            report("FAIL", "config: %s" % settings.error(
+                section, key, "%r is not a region phonenumbers knows" % region))
 
     try:
         entries = keys.read_keys(settings.auth.keys_file)

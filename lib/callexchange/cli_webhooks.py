@@ -136,10 +136,12 @@ def webhooks_deliver(args, out=None):
         return 0
     lock = spool.try_lock()
     if lock is None:
-        spool.wake()
+        spool.wake(all_now=args.all_now)
         if not quiet:
-            print("a deliverer is already running (pid %s); it was woken up"
-                  % spool.lock_holder(), file=out)
+            print("a deliverer is already running (pid %s); it was woken up%s"
+                  % (spool.lock_holder(),
+                     " to send everything now, back-off ignored" if args.all_now else ""),
+                  file=out)
         return 0
     try:
         # Like the hook's deliverer, but without lingering: go on while something is due
@@ -186,7 +188,7 @@ def webhooks_retry(args, clock=time.time, out=None):
     print("queued %d event(s) again" % len(targets), file=out)
     lock = spool.try_lock()
     if lock is None:
-        spool.wake()
+        spool.wake(all_now=True)
         print("a deliverer is running (pid %s) and sends them now" % spool.lock_holder(),
               file=out)
         return 0

@@ -42,12 +42,19 @@ class _Section:
 
 class Config:
     """The whole validated configuration. Sections: ami, dial, ani, recordings, webhook,
-    auth, state. `path` is the file it came from."""
+    auth, state. `path` is the file it came from; `lines` maps (section, key) to the line
+    that set it, so a check made later (e.g. against phonenumbers) can name it too."""
 
-    def __init__(self, path, sections):
+    def __init__(self, path, sections, lines=None):
         self.path = path
+        self.lines = lines or {}
         for name, section in sections.items():
             setattr(self, name, section)
+
+    def error(self, section, key, message):
+        """A ConfigError naming this file and the line of `[section] key`."""
+        return ConfigError(self.path, self.lines.get((section, key), 0),
+                           "[%s] %s %s" % (section, key, message))
 
 
 # --- value checkers: each returns the converted value or raises ValueError(reason) ---
@@ -68,7 +75,7 @@ def _seconds(value):
     except ValueError:
         raise ValueError("must be a number of seconds, got %r" % value) from None
     if not 0 < number <= 3600:
-        raise ValueError("must be between 0 and 3600 seconds, got %r" % value)
+        raise ValueError("must be more than 0 and at most 3600 seconds, got %r" % value)
     return number
 
 
@@ -138,6 +145,27 @@ def _optional_path(value):
     return _path(value) if value else ""
 
 
+_BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def _webhook_secret(value):
+    """Empty (no signature), or a Standard Webhooks secret `whsec_<base64>`."""
+    if not value:
+        return value
+    text = value[len("whsec_"):] if value.startswith("whsec_") else value
+    import binascii
+    try:
+        if not text or not set(text) <= _BASE64 or len(text) % 4:
+            raise ValueError
+        key = binascii.a2b_base64(text)
+    except (ValueError, binascii.Error):
+        key = b""
+    if not key:
+        # The value is a secret: never echo it in an error.
+        raise ValueError("must be whsec_<base64> (callexchange webhooks secret prints one)")
+    return value
+
+
 def _port(value):
     return _whole(1, 65535)(value)
 
@@ -192,7 +220,7 @@ SCHEMA = {
     },
     "webhook": {
         "url": (_url, ""),
-        "secret": (_text, ""),
+        "secret": (_webhook_secret, ""),
         "timeout": (_seconds, "5"),
         "extended": (_boolean, "no"),
         "verify_tls": (_boolean, "yes"),
@@ -293,7 +321,9 @@ def config_from_text(text, path="<config>"):
         if name == "ani":
             values["pools"] = pools
         sections[name] = _Section(**values)
-    return Config(path, sections)
+    lines = {(name, key): line for name, keys in raw.items()
+             for key, (_value, line) in keys.items()}
+    return Config(path, sections, lines)
 
 
 def config_path(environ=None):

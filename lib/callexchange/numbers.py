@@ -74,6 +74,11 @@ def _phonenumberutil():
     return sys.modules["phonenumbers.phonenumberutil"]
 
 
+def known_region(code):
+    """True when phonenumbers knows the ISO region `code` (`[dial] default_region`)."""
+    return code in _phonenumberutil().SUPPORTED_REGIONS
+
+
 def split_destination(text):
     """Digits of a destination and whether it was written internationally.
 

@@ -36,6 +36,8 @@ import time
 
 EVENT_RANK = {"connect": 0, "hangup": 1}
 STALE_TMP_SECONDS = 600
+WAKE = b"!"            # a hook's wake-up: a new event
+WAKE_ALL_NOW = b"*"    # the admin's: send everything now, back-off ignored
 _KEY_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-.")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
             "\b": "\\b", "\f": "\\f"}
@@ -364,9 +366,10 @@ class Spool:
         finally:
             os.close(fd)
 
-    def wake(self):
+    def wake(self, all_now=False):
         """Wake the running deliverer. True if one was listening; False if none is (then
-        the caller starts one)."""
+        the caller starts one). `all_now`: the admin asked for everything now, back-off
+        ignored (`webhooks deliver --all-now`, `webhooks retry`)."""
         try:
             fd = os.open(self.wake_path, os.O_WRONLY | os.O_NONBLOCK)
         except OSError as error:
@@ -374,7 +377,7 @@ class Spool:
                 return False
             raise
         try:
-            os.write(fd, b"!")
+            os.write(fd, WAKE_ALL_NOW if all_now else WAKE)
         except BlockingIOError:
             pass  # the FIFO is full of wake-ups already: the deliverer is awake
         finally:
@@ -389,9 +392,14 @@ class Spool:
 
     @staticmethod
     def drain(fd):
-        """Empty the wake FIFO."""
+        """Empty the wake FIFO; True when one of the wake-ups asked for all now."""
+        all_now = False
         try:
-            while os.read(fd, 4096):
-                pass
+            while True:
+                data = os.read(fd, 4096)
+                if not data:
+                    break
+                all_now = all_now or WAKE_ALL_NOW in data
         except BlockingIOError:
             pass
+        return all_now

@@ -63,6 +63,7 @@ _BY_REASON = {"0": "failed", "1": "no_answer", "3": "no_answer", "4": "answered"
 _BY_CAUSE = {17: "busy", 18: "no_answer", 19: "no_answer", 21: "busy", 34: "congestion",
              38: "congestion", 41: "congestion", 42: "congestion", 44: "congestion"}
 
+_CAUSE_BY_DISPOSITION = {"answered": 16, "busy": 17, "no_answer": 19, "congestion": 34}
 _URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
 
 
@@ -196,7 +197,11 @@ def call_event(event, variables, occurred, base_url=""):
         call["disposition"] = state
         call["duration"] = duration(variables, state == "answered")
         cause = _whole(variables.get("HANGUPCAUSE"), 0)
-        call["hangup_cause"] = cause if 0 <= cause <= 127 else 0
+        if not 0 < cause <= 127:
+            # The `failed` path of an Originate has no HANGUPCAUSE: give the Q.850 cause
+            # that goes with the disposition rather than 0 ("unknown").
+            cause = _CAUSE_BY_DISPOSITION.get(state, 0)
+        call["hangup_cause"] = cause
         call["sequence"] = 2 if state == "answered" else 1
     return call
 
@@ -358,6 +363,26 @@ class Deliverer:
             random = random_module.random
         self.random = random
         self._cache = {}
+        self._config_stamp = _file_stamp(config.path)
+
+    def refresh_config(self):
+        """Take up an edited config file (a new [webhook] url, secret, timeout, TLS
+        setting): a deliverer can run for hours. A config that no longer loads is
+        ignored, the last good one kept. True when a new config was taken."""
+        stamp = _file_stamp(self.config.path)
+        if stamp == self._config_stamp:
+            return False
+        self._config_stamp = stamp
+        from .config import ConfigError, load_config
+        try:
+            config = load_config(self.config.path)
+        except ConfigError:
+            return False
+        self.config, self.webhook = config, config.webhook
+        if self.session is not None and hasattr(self.session, "close"):
+            self.session.close()  # the old URL's keep-alive connection
+        self.session = None
+        return True
 
     def _record(self, name):
         """The record of pending event `name`, parsed once per version of its file (a
@@ -609,7 +634,8 @@ class Deliverer:
             fd = self.spool.listen()
         try:
             while True:
-                self.spool.drain(fd)
+                all_now = self.spool.drain(fd) or all_now
+                self.refresh_config()
                 summary = self.deliver(all_now=all_now)
                 all_now = False
                 for key in ("delivered", "retry", "dead", "gone"):
@@ -639,6 +665,15 @@ class Deliverer:
         finally:
             if fd is not None:
                 os.close(fd)
+
+
+def _file_stamp(path):
+    """What tells that a file changed: (mtime_ns, size, inode), or None if unreadable."""
+    try:
+        status = os.stat(path)
+    except (OSError, TypeError):
+        return None
+    return (status.st_mtime_ns, status.st_size, status.st_ino)
 
 
 def _one_line(text, limit=300):
@@ -723,6 +758,33 @@ def start_deliverer(config_path, python=None):
     os.waitpid(pid, 0)
 
 
+def _lenient_config(path):
+    """What the hook needs of a config that does not validate: the raw [state] dir,
+    [webhook] url and extended, [recordings] base_url, defaults where absent. None if the
+    file cannot be read or parsed at all."""
+    from types import SimpleNamespace
+
+    from .config import DEFAULT_PATH, SCHEMA, ConfigError, config_path, parse_ini
+
+    path = path or config_path()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = parse_ini(handle.read(), path)
+    except (OSError, UnicodeDecodeError, ConfigError):
+        return None
+
+    def value(section, key):
+        given = raw.get(section, {}).get(key)
+        return given[0] if given else SCHEMA[section][key][1]
+
+    extended = value("webhook", "extended").strip().lower() in ("1", "yes", "true", "on")
+    return SimpleNamespace(
+        path=path or DEFAULT_PATH,
+        state=SimpleNamespace(dir=value("state", "dir")),
+        webhook=SimpleNamespace(url=value("webhook", "url"), extended=extended),
+        recordings=SimpleNamespace(base_url=value("recordings", "base_url")))
+
+
 def _log(session, message):
     sys.stderr.write("callexchange-webhook: %s\n" % message)
     if session is not None:
@@ -798,8 +860,14 @@ def _hook(argv, read_fd, write_fd, environ):
     try:
         config = load_config(environ.get("CALLEXCHANGE_CONFIG") or None)
     except ConfigError as error:
-        _log(session, "config: %s; %s webhook of %s not sent" % (error, event, uniqueid))
-        return 0
+        # An admin mid-edit must not cost a call its webhook: spool it with what can be
+        # read of the file; the deliverer sends it once the config loads again.
+        config = _lenient_config(environ.get("CALLEXCHANGE_CONFIG") or None)
+        _log(session, "config: %s; %s webhook of %s spooled, sent once the config is "
+                      "fixed" % (error, event, uniqueid))
+        if config is None:
+            _log(session, "config unreadable: %s webhook of %s not sent" % (event, uniqueid))
+            return 0
     if not config.webhook.url:
         return 0
     record = make_record(event, variables, config.webhook, config.recordings.base_url)
