@@ -51,6 +51,9 @@ def _phonenumberutil():
         import importlib.util
         import types
         spec = importlib.util.find_spec("phonenumbers")
+        if spec is None:  # e.g. a CGI run by a python3 outside the venv: say so plainly
+            raise ImportError("phonenumbers is not installed for %s (is the venv's bin/ "
+                              "first on the CGI's PATH?)" % sys.executable)
         package = types.ModuleType("phonenumbers")
         package.__path__ = list(spec.submodule_search_locations)
         package.__spec__ = spec
