@@ -175,3 +175,10 @@ def test_concurrent_processes_never_lose_or_double_a_count(tmp_path):
     assert sum(usage.values()) == 200
     # every reservation saw all earlier ones, so the rotation stayed even
     assert sorted(usage.values()) == [66, 67, 67]
+
+
+def test_flagged_numbers_are_read_as_digits_like_the_pools(tmp_path):
+    from callexchange.ani import read_flagged
+    path = tmp_path / "flagged"
+    path.write_text("+49 30 123456   # reported 2024-07-03\n0044-20-7946-0958\n\n# none\n")
+    assert read_flagged(str(path)) == frozenset({"4930123456", "442079460958"})

@@ -632,3 +632,14 @@ def test_wsgi_mode_serves_the_same_urls(wsgi_gateway, sandbox):
     unknown_key = wsgi_gateway.call({"extension": "2010", "destination": "4930901820"},
                                     key="not-a-key")
     assert unknown_key.status_code == 401, wsgi_gateway.explain(unknown_key)
+
+
+def test_wsgi_mode_accepts_a_chunked_body_like_the_cgi(wsgi_gateway, gateway, sandbox):
+    body = json.dumps({"extension": "2011", "destination": "4930901820"}).encode()
+    for server in (wsgi_gateway, gateway):
+        response = requests.post(server.url + CALL, data=iter([body[:10], body[10:]]),
+                                 headers={"api-key": API_KEY}, timeout=30)
+
+        assert response.status_code == 200, server.explain(response)
+        assert response.headers["Content-Type"] == JSON_TYPE
+        originate_for(sandbox, response.json()["uniqueid"])

@@ -698,6 +698,25 @@ def test_same_idempotency_key_with_another_body_is_422(gateway):
     assert len(gateway.originates()) == 1
 
 
+def test_same_idempotency_key_with_the_same_parameters_written_differently_replays(gateway):
+    headers = {"Idempotency-Key": "crm-retry-0003"}
+    first = gateway.post('{"extension": "2001", "destination": "12127773456"}', headers=headers)
+    again = gateway.post('{ "Destination":"12127773456",\n "extension":"2001" }',
+                         headers=headers)
+    assert again.json == first.json and again.headers["Idempotent-Replayed"] == "true"
+    assert len(gateway.originates()) == 1
+
+
+def test_a_jsonrpc_retry_with_a_new_id_replays_the_first_result(gateway):
+    headers = {"Idempotency-Key": "crm-retry-0004"}
+    request = {"jsonrpc": "2.0", "method": "originate", "params": call(), "id": 1}
+    first = gateway.post(request, headers=headers)
+    again = gateway.post(dict(request, id=2), headers=headers)
+    assert again.json["result"] == first.json["result"]
+    assert again.json["id"] == 2  # the id of the request it answers
+    assert len(gateway.originates()) == 1
+
+
 def test_distinct_idempotency_keys_are_distinct_calls(gateway):
     gateway.post(call(), headers={"Idempotency-Key": "a-1"})
     gateway.post(call(), headers={"Idempotency-Key": "a-2"})
@@ -935,3 +954,46 @@ def test_a_config_error_reply_still_names_caller_and_callee(tmp_path):
     assert response.json["message"] == ("We fail on making a call. caller : 2001, "
                                         "callee : 12127773456")
     assert "%s:1: unknown section [nonsense]" % path in response.json["error"]
+
+
+@pytest.mark.parametrize("fault", ["no-banner", "slow-originate=1.5"])
+def test_a_jsonrpc_batch_is_answered_within_one_ami_deadline(gateway, fault):
+    # SPEC §4.6: the worker never waits longer than connect_timeout + timeout (1 + 2 s
+    # here), however many calls the batch holds.
+    gateway.fault(fault)
+    batch = [{"jsonrpc": "2.0", "method": "originate", "id": n,
+              "params": {"extension": "2001", "destination": "1212555%04d" % n}}
+             for n in range(4)]
+    started = time.monotonic()
+    response = gateway.post(batch)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1 + 2 + 0.5, elapsed
+    answers = response.json
+    assert [a["id"] for a in answers] == [0, 1, 2, 3]
+    assert all(a["error"]["code"] == -32003 for a in answers if "error" in a)
+    assert any("error" in a for a in answers)
+
+
+def test_a_missing_keys_file_is_a_500_naming_it_not_a_401(gateway, tmp_path):
+    gateway.configure(auth={"keys_file": str(tmp_path / "nowhere" / "api-keys")})
+    body = gateway.post(call(), status=500, expect_errors=True).json
+    assert "nowhere/api-keys: keys file not found" in body["error"]
+    assert gateway.originates() == []
+
+
+def test_a_state_dir_that_cannot_be_written_is_a_500_naming_it(gateway, tmp_path):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a directory")
+    gateway.configure(state={"dir": str(blocked)})
+    body = gateway.post(call(), status=500, expect_errors=True).json
+    assert "cannot use the state dir %s" % blocked in body["error"]
+    assert gateway.originates() == []
+
+
+def test_an_unconfirmed_originate_is_a_503_that_names_its_uniqueid(gateway):
+    gateway.fault("slow-originate=3")  # the reply comes after the 2 s timeout
+    body = gateway.post(call(), status=503, expect_errors=True).json
+    assert "may have been placed" in body["error"]
+    (originate,) = gateway.originates()
+    assert body["uniqueid"] == originate["ChannelId"]
+    assert sum(gateway.usage().values()) == 1  # the caller ID keeps its count

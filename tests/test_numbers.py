@@ -173,3 +173,18 @@ def test_analyze_loads_neither_the_formatters_nor_the_carrier_table_when_cached(
         assert heavy not in loaded, heavy
     # ... and whoever imports phonenumbers afterwards still gets the whole library
     assert report["e164"] == "+4915112345678"
+
+
+@pytest.mark.parametrize("destination, dialled", [("07911123456", "07911123456"),
+                                                  ("030 1234567", "0301234567")])
+def test_a_number_no_reading_makes_valid_is_dialled_as_sent(tmp_path, destination, dialled):
+    info = analyze(destination, "US", str(tmp_path))
+    assert info.valid is False
+    assert info.dial_digits == dialled  # no guessed "1" in front
+
+
+@pytest.mark.parametrize("destination, region", [("911", "US"), ("112", "DE"), ("999", "GB")])
+def test_emergency_numbers_are_refused(tmp_path, destination, region):
+    with pytest.raises(NotAPhoneNumber) as raised:
+        analyze(destination, region, str(tmp_path))
+    assert "emergency" in str(raised.value)

@@ -29,9 +29,9 @@ def test_json_content_type_makes_a_body_json_even_without_a_brace():
     assert caught.value.status == 400 and "Malformed JSON" in caught.value.error
 
 
-def test_form_body_is_decoded_utf8_and_last_value_wins():
-    assert parse_body(b"a=1&b=%C3%A9t%C3%A9&a=2&empty=", "application/x-www-form-urlencoded") \
-        == {"a": "2", "b": "\u00e9t\u00e9", "empty": ""}
+def test_form_body_is_decoded_utf8():
+    assert parse_body(b"a=1&b=%C3%A9t%C3%A9&empty=", "application/x-www-form-urlencoded") \
+        == {"a": "1", "b": "\u00e9t\u00e9", "empty": ""}
 
 
 def test_form_plus_is_a_space():
@@ -224,15 +224,45 @@ _FORM_TEXT = st.text(alphabet=st.sampled_from(list("ab=&+%2Fe0zZ %€;")), max_s
 @given(_FORM_TEXT)
 def test_parse_query_decodes_like_urllib(text):
     try:
-        expected = dict(parse_qsl(text, keep_blank_values=True, errors="strict"))
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
-        with pytest.raises(ApiError):
+        pairs = None
+    if pairs is None or len({name for name, _ in pairs}) < len(pairs):
+        with pytest.raises(ApiError):  # not UTF-8, or a name given twice
             parse_query(text)
         return
-    assert parse_query(text) == expected
+    assert parse_query(text) == dict(pairs)
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=20), max_size=5))
 def test_parse_query_round_trips_encoded_forms(params):
     text = "&".join("%s=%s" % (quote_plus(k), quote_plus(v)) for k, v in params.items())
     assert parse_query(text) == params
+
+
+@pytest.mark.parametrize("body", [b"extension=2001&extension=2002",
+                                  b'{"extension": "2001", "extension": "2002"}'])
+def test_a_name_given_twice_is_a_400_naming_it(body):
+    with pytest.raises(ApiError) as raised:
+        parse_body(body, "")
+    assert raised.value.status == 400 and raised.value.extra["field"] == "extension"
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash():
+    body = b'{"extension": "2001", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(ApiError) as raised:
+        parse_body(body, "application/json")
+    assert raised.value.status == 400 and "nested too deeply" in raised.value.error
+
+
+def test_multipart_bodies_are_refused_as_unsupported():
+    with pytest.raises(ApiError) as raised:
+        parse_body(b"--x\r\nContent-Disposition: form-data; name=extension\r\n\r\n2001\r\n--x--",
+                   "multipart/form-data; boundary=x")
+    assert raised.value.status == 415 and "multipart/form-data" in raised.value.error
+
+
+def test_form_data_is_never_jsonrpc():
+    from callexchange.app import is_jsonrpc
+    assert not is_jsonrpc(parse_body(b"jsonrpc=2.0&method=originate", ""))
+    assert is_jsonrpc(parse_body(b'{"jsonrpc": "2.0", "method": "originate"}', ""))

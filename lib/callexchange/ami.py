@@ -298,7 +298,8 @@ class AmiSession:
     deadline `timeout` seconds away: no call here can wait past it.
     """
 
-    def __init__(self, host, port, username, secret, connect_timeout=3.0, timeout=5.0):
+    def __init__(self, host, port, username, secret, connect_timeout=3.0, timeout=5.0,
+                 not_after=None):
         self.host = host
         self.port = int(port)
         self.username = username
@@ -311,16 +312,22 @@ class AmiSession:
         self._closed = False
         self._broken = False
         self._deadline = None
+        # A time.monotonic() no step may pass, whatever the two timeouts allow: the
+        # deadline of the whole HTTP request (a JSON-RPC batch places several calls).
+        self.not_after = not_after
         self._parser = MessageParser(expect_banner=True)
         self._pending = []
         self._id_prefix = "cx-" + os.urandom(6).hex()
         self._id_counter = 0
 
     @classmethod
-    def from_settings(cls, settings):
+    def from_settings(cls, settings, not_after=None):
         """A session for the `[ami]` section of the config (`config.ami`)."""
         return cls(settings.host, settings.port, settings.username, settings.secret,
-                   settings.connect_timeout, settings.timeout)
+                   settings.connect_timeout, settings.timeout, not_after)
+
+    def _bounded(self, when):
+        return when if self.not_after is None else min(when, self.not_after)
 
     def __repr__(self):
         return "<AmiSession %s@%s:%s>" % (self.username, self.host, self.port)
@@ -358,7 +365,7 @@ class AmiSession:
             raise
 
     def _connect_tcp(self):
-        give_up = time.monotonic() + self.connect_timeout
+        give_up = self._bounded(time.monotonic() + self.connect_timeout)
         try:
             addresses = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
         except (OSError, UnicodeError) as error:
@@ -389,7 +396,7 @@ class AmiSession:
                 continue
             # Each action is one write; don't let Nagle hold one back for a delayed ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._deadline = time.monotonic() + self.timeout
+            self._deadline = self._bounded(time.monotonic() + self.timeout)
             return
         if last is None:
             last = "timed out after %gs" % self.connect_timeout
@@ -650,10 +657,11 @@ def ping(ami_settings):
         return session.banner
 
 
-def place_call(ami_settings, originate_kwargs, message=None):
+def place_call(ami_settings, originate_kwargs, message=None, not_after=None):
     """The whole AMI exchange of one API call: connect, Login, Originate (the keyword
     arguments of `originate`), then, if `message` is a (to, body) pair, MessageSend;
-    Logoff; close. Everything within connect_timeout + timeout of `ami_settings`.
+    Logoff; close. Everything within connect_timeout + timeout of `ami_settings`, and
+    before `not_after` (a time.monotonic()) when given.
 
     Returns {"msg_sent": True | False | None} (None: no message asked). Once the Originate
     has been accepted, a failing or timed-out MessageSend only gives msg_sent False: the
@@ -666,7 +674,10 @@ def place_call(ami_settings, originate_kwargs, message=None):
     if message is not None:
         to, body = message
         text = message_fields(to, body)
-    with AmiSession.from_settings(ami_settings) as session:
+    if not_after is not None and not_after - time.monotonic() <= 0:
+        raise AmiUnavailable("no time left for this call: the request's deadline "
+                             "(connect_timeout + timeout) has passed")
+    with AmiSession.from_settings(ami_settings, not_after) as session:
         session.login()
         try:
             session.action("Originate", fields)

@@ -46,7 +46,8 @@ def candidates_for(ani_settings, region):
 
 
 def read_flagged(path):
-    """Numbers listed in the flagged file (one per line, '#' comments), '+' stripped."""
+    """Numbers listed in the flagged file (one per line, '#' comments), as digits only:
+    spaces, dashes, '+' and a leading '00' are dropped, as in the pools."""
     if not path:
         return frozenset()
     try:
@@ -54,7 +55,12 @@ def read_flagged(path):
             lines = handle.read().splitlines()
     except FileNotFoundError:
         return frozenset()
-    return frozenset(line.split("#", 1)[0].strip().lstrip("+") for line in lines) - {""}
+    numbers = set()
+    for line in lines:
+        # "+49 30 123456" and "0049-30-123456" flag the pool's 4930123456.
+        digits = "".join(c for c in line.split("#", 1)[0] if c.isdigit())
+        numbers.add(digits[2:] if digits.startswith("00") else digits)
+    return frozenset(numbers) - {""}
 
 
 class AniLedger:

@@ -12,7 +12,8 @@ import json
 
 from .config import ConfigError, load_config
 from .errors import ApiError, status_line
-from .params import MAX_BODY, api_key_from, normalize_names, parse_body, parse_query
+from .params import (MAX_BODY, FormParams, api_key_from, normalize_names, parse_body,
+                     parse_query)
 
 JSON_TYPE = "application/json; charset=utf-8"
 BODY_KEY = "callexchange.body"  # the request body, kept in the environ for error replies
@@ -68,6 +69,8 @@ class Application:
             headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(payload)))]
         headers.extend(reply.headers)
         start_response(status_line(reply.status), headers)
+        if environ.get("REQUEST_METHOD", "").upper() == "HEAD":
+            return [b""]  # the headers of the GET, no body
         return [payload]
 
     def dispatch(self, environ):
@@ -76,7 +79,7 @@ class Application:
         if path.endswith(CALL_PATHS):
             handler, methods = self.call_endpoint, ("POST",)
         elif path.endswith(RECORDING_PATHS):
-            handler, methods = self.recordings_endpoint, ("GET", "POST")
+            handler, methods = self.recordings_endpoint, ("GET", "HEAD", "POST")
         else:
             raise ApiError(404, "No such endpoint: %s" % (path or "/"))
         if method not in methods:
@@ -99,11 +102,17 @@ class Application:
     def call_endpoint(self, environ, method, query, body):
         from .call import error_reply, issue_call
 
+        import time
+
         header_key = environ.get("HTTP_API_KEY")
         idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
+        # SPEC §4.6: the whole request, a batch of calls included, is answered within
+        # connect_timeout + timeout; a call that finds no time left is a 503.
+        not_after = time.monotonic() + self.config.ami.connect_timeout + self.config.ami.timeout
 
         def one_call(params, protect):
-            return issue_call(self.config, params, api_key_from(params, header_key), protect)
+            return issue_call(self.config, params, api_key_from(params, header_key), protect,
+                              not_after)
 
         def handle():
             try:
@@ -126,9 +135,14 @@ class Application:
 
         if idempotency_key is None:
             return handle()[0]
-        return self.with_idempotency(idempotency_key, header_key, body, handle)
+        content_type = environ.get("CONTENT_TYPE", "")
+        reply = self.with_idempotency(idempotency_key, header_key,
+                                      request_fingerprint(body, content_type), handle)
+        if ("Idempotent-Replayed", "true") in reply.headers and reply.body is not None:
+            reply.body = with_request_ids(reply.body, body, content_type)
+        return reply
 
-    def with_idempotency(self, idempotency_key, header_key, body, handle):
+    def with_idempotency(self, idempotency_key, header_key, fingerprint, handle):
         """Replay the first reply for a repeated Idempotency-Key (24 hours)."""
         from .keys import sha256
         from .replay import ReplayStore
@@ -138,7 +152,6 @@ class Application:
                                 "without spaces")
         store = ReplayStore(self.config.state.dir + "/idempotency", 24 * 3600)
         scope = sha256((header_key or "").encode("utf-8")).hexdigest()
-        fingerprint = sha256(body).hexdigest()
         with store.guard(scope + "\0" + idempotency_key, fingerprint) as guard:
             if guard.mismatch:
                 raise ApiError(422, "This Idempotency-Key was already used with a different "
@@ -171,7 +184,7 @@ class Application:
                 return Reply(200, jsonrpc_error(None, -32700, "Parse error: " + error.error))
             return Reply(error.status, error_reply(error))
         # GET reads the query string; a POST without a body too (form-less clients).
-        if query and (method == "GET" or not payload):
+        if query and (method in ("GET", "HEAD") or not payload):
             payload = query
         if is_jsonrpc(payload):
             methods = {"find_phone_files": one_lookup, "recordings": one_lookup}
@@ -183,6 +196,49 @@ class Application:
             return Reply(error.status, error_reply(error))
         status, reply_body, _ = one_lookup(params, False)
         return Reply(status, reply_body)
+
+
+def request_fingerprint(body, content_type):
+    """What makes two requests "the same" for an Idempotency-Key: the parameters, not the
+    bytes. Key order, spacing, name case and JSON-RPC ids (client libraries count them
+    up on every retry) do not count; a body that does not parse is its bytes."""
+    from .keys import sha256
+    try:
+        payload = parse_body(body, content_type)
+        if isinstance(payload, dict):
+            canonical = _canonical(payload)
+        else:
+            canonical = [_canonical(entry) if isinstance(entry, dict) else entry
+                         for entry in payload]
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    except (ApiError, TypeError, ValueError):
+        return sha256(body).hexdigest()
+    return sha256(text.encode("utf-8")).hexdigest()
+
+
+def with_request_ids(reply_body, body, content_type):
+    """A replayed JSON-RPC reply carries the ids of the request it answers now (a retry
+    may number its request anew); a plain reply is returned as it is."""
+    try:
+        payload = parse_body(body, content_type)
+    except ApiError:
+        return reply_body
+    if isinstance(payload, dict) and isinstance(reply_body, dict) and "jsonrpc" in reply_body:
+        return dict(reply_body, id=payload.get("id"))
+    if isinstance(payload, list) and isinstance(reply_body, list):
+        ids = [entry.get("id") for entry in payload if isinstance(entry, dict) and "id" in entry]
+        if len(ids) == len(reply_body):
+            return [dict(answer, id=request_id) for answer, request_id in zip(reply_body, ids)]
+    return reply_body
+
+
+def _canonical(payload):
+    payload = normalize_names(payload)
+    if "jsonrpc" in payload:
+        payload.pop("id", None)
+        if isinstance(payload.get("params"), dict):
+            payload["params"] = normalize_names(payload["params"])
+    return payload
 
 
 def render_error(environ, error):
@@ -227,6 +283,9 @@ def read_body(environ):
 # --- JSON-RPC 2.0 ---
 
 def is_jsonrpc(payload):
+    """A JSON array (a batch), or a JSON object naming "jsonrpc"; never form data."""
+    if isinstance(payload, FormParams):
+        return False
     if isinstance(payload, list):
         return True
     return isinstance(payload, dict) and "jsonrpc" in payload

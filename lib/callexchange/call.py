@@ -54,7 +54,8 @@ def error_reply(error, params):
     """The legacy error object for an ApiError."""
     body = {"status": status_line(error.status), "icon": "error", "error": error.error,
             "message": failure_message(params)}
-    body.update((k, v) for k, v in error.extra.items() if k in ("missing", "field"))
+    # `uniqueid`: an Originate sent but not confirmed may ring; its webhooks carry this id.
+    body.update((k, v) for k, v in error.extra.items() if k in ("missing", "field", "uniqueid"))
     return body
 
 
@@ -85,16 +86,21 @@ def _check_crm_id(value):
     return value
 
 
-def issue_call(config, params, api_key, protect_double_click=True):
+def issue_call(config, params, api_key, protect_double_click=True, not_after=None):
     """Place one call for `params` (names already normalised). Returns (status, body,
-    placed); `placed` is also True when Asterisk may have placed it without confirming."""
+    placed); `placed` is also True when Asterisk may have placed it without confirming.
+    `not_after`: the time.monotonic() by which the whole HTTP request must be answered."""
     try:
-        return _issue_call(config, params, api_key, protect_double_click)
+        try:
+            return _issue_call(config, params, api_key, protect_double_click, not_after)
+        except OSError as error:  # the state dir: ANI counts, replay store, carrier shards
+            raise ApiError(500, "Server error: cannot use the state dir %s ([state] dir): %s"
+                           % (config.state.dir, error.strerror or error)) from None
     except ApiError as error:
         return error.status, error_reply(error, params), bool(error.extra.get("maybe_placed"))
 
 
-def _issue_call(config, params, api_key, protect_double_click):
+def _issue_call(config, params, api_key, protect_double_click, not_after):
     missing = [name for name, value in (("api-key", api_key),
                                         ("extension", params.get("extension")),
                                         ("destination", params.get("destination")))
@@ -120,7 +126,7 @@ def _issue_call(config, params, api_key, protect_double_click):
         raise ApiError(400, str(error), field="destination") from None
 
     def place():
-        return _place(config, extension, number, pitch, dialer_mode, msg, crm_id)
+        return _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after)
 
     if not protect_double_click or config.dial.dedupe_seconds <= 0:
         status, body = place()
@@ -141,7 +147,7 @@ def _issue_call(config, params, api_key, protect_double_click):
     return status, body, True
 
 
-def _place(config, extension, number, pitch, dialer_mode, msg, crm_id):
+def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after=None):
     from . import ami
 
     ledger = ani.AniLedger(config.state.dir)
@@ -171,14 +177,14 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id):
                      timeout_ms=config.dial.ring_timeout * 1000)
     message = (config.dial.message_to.format(extension=extension), msg) if msg else None
     try:
-        outcome = ami.place_call(config.ami, originate, message=message)
+        outcome = ami.place_call(config.ami, originate, message=message, not_after=not_after)
     except ami.AmiError as error:
         if getattr(error, "originate_sent", False):
             # The Originate left but Asterisk never confirmed it: the call may be ringing.
             # Keep the caller ID's count, and let the reply be replayed to a retry.
             raise ApiError(error.http_status, error.detail + "; the Originate was sent but "
                            "not confirmed, so the call may have been placed",
-                           maybe_placed=True) from None
+                           maybe_placed=True, uniqueid=uniqueid) from None
         ledger.release(caller_id)
         raise ApiError(error.http_status, error.detail) from None
     except ValueError as error:  # refused by the AMI encoder: never reached Asterisk

@@ -3,6 +3,7 @@
 REASONS = {
     200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
     404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
+    415: "Unsupported Media Type",
     422: "Unprocessable Content", 500: "Internal Server Error", 502: "Bad Gateway",
     503: "Service Unavailable",
 }
@@ -12,6 +13,7 @@ JSONRPC_CODES = {
     400: -32602,   # invalid params
     401: -32001,   # unknown api-key
     413: -32600,
+    415: -32600,
     422: -32004,   # Idempotency-Key reused with another request
     500: -32603,   # internal error
     502: -32002,   # the PBX refused (login, Originate)

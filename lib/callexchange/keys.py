@@ -95,6 +95,10 @@ def authenticate(keys_file, presented_key):
     if any(c in presented_key for c in "\r\n\0"):
         raise ApiError(400, "Field 'api-key' must not contain CR, LF or NUL characters",
                        field="api-key")
+    if not os.path.exists(keys_file):
+        # Every key would be "invalid": say what is really wrong, to the admin too.
+        raise ApiError(500, "Server configuration error: %s: keys file not found ([auth] "
+                            "keys_file; `callexchange keys add` creates it)" % keys_file)
     try:
         label = find_label(keys_file, presented_key)
     except KeyFileError as error:

@@ -136,8 +136,19 @@ def analyze(destination, default_region, carrier_cache_dir=None):
         number.country_code)
     if region == util.UNKNOWN_REGION:
         region = ""
-    national = util.national_significant_number(number)
-    dial_digits = "%d%s" % (number.country_code, national)
+    if valid:
+        dial_digits = "%d%s" % (number.country_code, util.national_significant_number(number))
+    else:
+        # No reading is a valid number: dial the digits as they were sent, rather than a
+        # country code phonenumbers guessed in front of them (07911123456 read in the US
+        # is not 107911123456). Emergency numbers never go out through the API.
+        if not explicit:
+            from phonenumbers import shortnumberinfo
+            if shortnumberinfo.is_emergency_number(digits, default_region):
+                raise NotAPhoneNumber("destination %s is an emergency number in %s; the "
+                                      "gateway does not place emergency calls"
+                                      % (digits, default_region))
+        dial_digits = digits
     number_type = util.number_type(number) if valid else util.PhoneNumberType.UNKNOWN
     carrier = ""
     if number_type in (util.PhoneNumberType.MOBILE, util.PhoneNumberType.FIXED_LINE_OR_MOBILE,
