@@ -247,7 +247,7 @@ def test_malformed_json_duplicate_names_wrong_method(gateway):
     assert "Malformed JSON" in gateway.post('{"phone": ', status=400)["error"]
     assert gateway.post('{"phone": "1", " PHONE": "2"}', status=400)["field"] == "phone"
     response = gateway.app.put(URL, headers={"api-key": TEST_API_KEY}, status=405)
-    assert response.headers["Allow"] == "GET, POST"
+    assert response.headers["Allow"] == "GET, HEAD, POST"
     check_reply(response)
     response = gateway.app.post(URL, params=b"{" + b" " * 70000 + b"}",
                                 content_type="application/json", status=413)
@@ -311,6 +311,60 @@ def test_durations_of_each_format_and_of_a_file_being_written(gateway):
     gateway.add("20240703", "out-12127773456-2001-20240703-120000-1.3.mp3", data=frame * 383)
     gateway.add("20240703", "out-12127773456-2001-20240703-130000-1.4.wav", data=b"")
     assert [r["duration"] for r in gateway.get({"phone": LEAD})] == [10, 4, 10, 0]
+
+
+def test_numbers_holding_dashes_are_found_by_either_number(gateway):
+    day = "20240706"
+    names = ["out-212-777-3456-2001-20240706-121212-1720300000.4.wav",
+             "out-+1-212-777-3456-2003-20240706-121213-1720300001.5.wav",
+             "out-2127773456-20-01-20240706-121214-1720300002.6.wav",
+             "from-internal-2004-12127773456-20240706-121215-1720300003.7.wav"]
+    for name in names + ["out-912127773456999-2005-20240706-121216-1720300004.8.wav"]:
+        gateway.add(day, name, 1)
+    urls = ["%s/2024/07/06/%s" % (BASE_URL, name) for name in names]
+
+    def found(phone):
+        return [entry["url"] for entry in gateway.get({"phone": phone})]
+    assert found(LEAD) == urls
+    assert found("+1 (212) 777-3456") == found("2127773456") == urls
+    assert found("2001") == [urls[0], urls[2]]
+    assert found("2003") == [urls[1]]
+    assert found("2004") == [urls[3]]
+    reply = gateway.get({"phone": "212-777-3456", "uniqueid": "1720300001.5"})
+    assert [(r["url"], r["time"], r["date"], r["duration"]) for r in reply] == \
+        [(urls[1], "12:12:13", "06/07/2024", 1)]
+
+
+def test_folders_and_symlinks_are_never_returned(gateway):
+    real = gateway.recording("20240703", clock="100000", uniqueid="1.1", seconds=1)
+    folder = os.path.join(gateway.root, "2024", "07", "03")
+    os.makedirs(os.path.join(folder, "out-%s-unknown-20240703-100001-1.2.wav" % LEAD))
+    os.symlink("/etc/passwd", os.path.join(folder, "out-%s-unknown-20240703-100002-1.3.wav"
+                                           % LEAD))
+    os.symlink(real.rpartition("/")[2],       # to a real recording of the archive
+               os.path.join(folder, "out-%s-unknown-20240703-100003-1.4.wav" % LEAD))
+    assert [r["url"] for r in gateway.get({"phone": LEAD})] == [real]
+
+
+def test_a_recording_replaced_by_a_symlink_or_folder_after_indexing_is_not_returned(gateway):
+    kept = gateway.recording("20240703", clock="100000", uniqueid="1.1", seconds=1)
+    swapped = gateway.recording("20240703", clock="100001", uniqueid="1.2", seconds=1)
+    emptied = gateway.recording("20240703", clock="100002", uniqueid="1.3", seconds=1)
+    newest = gateway.recording("20240712", clock="100000", uniqueid="1.4", seconds=1)
+    assert [r["url"] for r in gateway.get({"phone": LEAD})] == [kept, swapped, emptied, newest]
+    # An old day folder, so the index has not looked again: the lookup's check catches it.
+    folder = os.path.join(gateway.root, "2024", "07", "03")
+    swapped_path = os.path.join(folder, swapped.rpartition("/")[2])
+    emptied_path = os.path.join(folder, emptied.rpartition("/")[2])
+    os.unlink(swapped_path)
+    os.symlink(kept.rpartition("/")[2], swapped_path)
+    os.unlink(emptied_path)
+    os.mkdir(emptied_path)
+    assert ("20240703", swapped.rpartition("/")[2]) in gateway.index()._search(
+        gateway.index()._load(), {}, LEAD, None, None)          # still indexed
+    assert [r["url"] for r in gateway.get({"phone": LEAD})] == [kept, newest]
+    assert gateway.index().find(LEAD) == [("20240703", kept.rpartition("/")[2]),
+                                          ("20240712", newest.rpartition("/")[2])]
 
 
 # --- staying right as the archive changes -------------------------------------------------
@@ -410,3 +464,21 @@ def test_broken_config_is_a_500_json(tmp_path):
     response = app.get(URL, params={"phone": LEAD}, headers={"api-key": "k"}, status=500,
                        expect_errors=True)
     assert check_reply(response)["status"] == "500 Internal Server Error"
+
+
+def test_head_answers_like_get_without_a_body(tmp_path):
+    from callexchange.app import create_app
+    from conftest import TEST_API_KEY, config_text
+    import webtest
+    path = tmp_path / "c.ini"
+    path.write_text(config_text(tmp_path, 5038))
+    from callexchange import keys
+    keys.add_key(str(tmp_path / "api-keys"), "t", TEST_API_KEY)
+    app = webtest.TestApp(create_app(str(path)))
+    get = app.get("/recorded/v1/find_phone_files.pl?phone=12127773456",
+                  headers={"api-key": TEST_API_KEY}, status=200)
+    head = app.head("/recorded/v1/find_phone_files.pl?phone=12127773456",
+                    headers={"api-key": TEST_API_KEY}, status=200)
+    assert head.body == b""
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    assert head.headers["Content-Length"] == str(len(get.body))

@@ -106,6 +106,82 @@ def test_odd_folders_and_names_are_ignored(archive):
     assert names(archive.index().find(LEAD)) == [good]
 
 
+DASHED = {
+    "dst": "out-212-777-3456-2001-20240706-121212-1720300000.4.wav",
+    "dst_plus": "out-+1-212-777-3456-2003-20240706-121213-1720300001.5.wav",
+    "src": "out-2127773456-20-01-20240706-121214-1720300002.6.wav",
+    "prefix": "from-internal-2004-12127773456-20240706-121215-1720300003.7.wav",
+    "substring": "out-912127773456999-2005-20240706-121216-1720300004.8.wav",
+    "dashed_substring": "out-9121-2777-3456999-2006-20240706-121217-1720300005.9.wav",
+}
+
+
+@pytest.mark.parametrize("phone, keys", [
+    ("12127773456", ["dst", "dst_plus", "src", "prefix"]),
+    ("2127773456", ["dst", "dst_plus", "src", "prefix"]),
+    ("2001", ["dst", "src"]),
+    ("2003", ["dst_plus"]),
+    ("2004", ["prefix"]),
+    ("912127773456999", ["substring", "dashed_substring"]),   # equal, not inside
+])
+def test_dashed_numbers_are_found_through_the_index(archive, monkeypatch, phone, keys):
+    for name in DASHED.values():
+        archive.add("20240706", name)
+    archive.index().rebuild()
+    settled = time.time() + 5
+    index = archive.index(clock=lambda: settled)
+    index.find(phone)                       # settles the folder just indexed
+    expected = sorted(("20240706", DASHED[key]) for key in keys)
+    assert index.scan(phone) == expected
+    # From the index alone: one bucket of the one segment, no scan, no folder listing.
+    reads = []
+    real_lines_for = recording_index.Segment.lines_for
+    monkeypatch.setattr(recording_index.Segment, "lines_for",
+                        lambda self, key: reads.append(key) or real_lines_for(self, key))
+    monkeypatch.setattr(index, "scan", lambda *a: pytest.fail("scanned the archive"))
+    monkeypatch.setattr(index, "_recover", lambda *a: pytest.fail("rebuilt the index"))
+    monkeypatch.setattr(recording_index, "_day_names",
+                        lambda path: pytest.fail("listed %s" % path))
+    assert index.find(phone) == expected
+    assert reads == [phone[-7:]] * len(index._load().segments) and reads
+
+
+def test_an_index_of_the_old_format_is_rebuilt(archive):
+    name = archive.add("20240706", DASHED["dst"])
+    index = archive.index()
+    index.rebuild()
+    state_path = os.path.join(archive.directory, "state")
+    with open(state_path, "rb") as handle:
+        body = handle.read().replace(b"cx-recordings-index 2\n", b"cx-recordings-index 1\n")
+    with open(state_path, "wb") as handle:
+        handle.write(body)
+    assert index._load() is None
+    assert names(index.find("2127773456")) == [name]
+    assert index._load() is not None
+
+
+def test_folders_and_symlinks_named_like_recordings_are_no_recordings(archive):
+    good = archive.recording("20240703", uniqueid="1.1")
+    os.makedirs(archive.path("20240703", "out-%s-2001-20240703-101011-1.2.wav" % LEAD))
+    os.symlink("/etc/passwd",
+               archive.path("20240703", "out-%s-2001-20240703-101012-1.3.wav" % LEAD))
+    os.symlink(archive.path("20240703", good),           # to a real recording, inside
+               archive.path("20240703", "out-%s-2001-20240703-101013-1.4.wav" % LEAD))
+    os.symlink("missing.wav",
+               archive.path("20240703", "out-%s-2001-20240703-101014-1.5.wav" % LEAD))
+    index = archive.index()
+    assert names(index.find(LEAD)) == [good]
+    assert names(index.scan(LEAD)) == [good]
+    assert index._load().day("20240703")[2] == 1
+    # Also in a day folder that changes later (a refresh, not a rebuild).
+    day = today()
+    fresh = archive.recording(day, uniqueid="1.6")
+    os.symlink(archive.path(day, fresh),
+               archive.path(day, "out-%s-2001-%s-101015-1.7.wav" % (LEAD, day)))
+    os.makedirs(archive.path(day, "out-%s-2001-%s-101016-1.8.wav" % (LEAD, day)))
+    assert names(index.find(LEAD)) == [good, fresh]
+
+
 # --- staying up to date -------------------------------------------------------------------
 
 def test_a_new_recording_is_found_by_the_next_lookup(archive):
@@ -418,6 +494,8 @@ def test_find_equals_scan_equals_brute_force_on_random_names(archive):
             return "+%s-%s-%s-%s" % (number[0], number[1:4], number[4:7], number[7:])
         if style == 1:
             return "00" + number
+        if style == 3 and len(number) == 11:
+            return "%s-%s-%s" % (number[1:4], number[4:7], number[7:])      # 212-777-3456
         if style == 2:
             return number[-10:] if len(number) > 10 else number
         return number

@@ -55,7 +55,10 @@ def test_a_dash_in_the_src_does_not_shift_date_time_or_uniqueid():
     name = "out-12127773456-212-777-3456-20240703-203742-1720039056.22191.wav"
     assert fields(name) == ("out", "12127773456", "212-777-3456", "20240703", "203742",
                             "1720039056.22191", "wav")
-    assert parse_name(name).numbers == ["12127773456", "2127773456"]
+    # More than two middle fields: every split is a candidate, the likely one first.
+    assert parse_name(name).numbers[:2] == ["12127773456", "2127773456"]
+    assert set(parse_name(name).numbers) == {"12127773456", "2127773456", "12127773456212",
+                                             "7773456", "12127773456212777", "3456"}
 
 
 def test_a_dash_in_the_dst_before_a_wordy_src():
@@ -67,6 +70,61 @@ def test_a_dash_in_the_dst_before_a_wordy_src():
 def test_a_plus_starts_the_src_when_both_numbers_hold_dashes():
     name = "in-49-30-1234567-+1-212-777-3456-20240703-203742-1720039056.22191.wav"
     assert fields(name)[1:3] == ("49-30-1234567", "+1-212-777-3456")
+    # A `+` only starts a number: the one split is unambiguous, no fragments.
+    assert parse_name(name).numbers == ["49301234567", "12127773456"]
+
+
+def matches(phone, name):
+    return any(numbers_match(phone, digits) for digits in parse_name(name).numbers)
+
+
+DASHED_DST = "out-212-777-3456-2001-20240706-121212-1720300000.4.wav"
+DASHED_DST_PLUS = "out-+1-212-777-3456-2003-20240706-121213-1720300001.5.wav"
+DASHED_SRC = "out-2127773456-20-01-20240706-121214-1720300002.6.wav"
+DASHED_PREFIX = "from-internal-2001-12127773456-20240706-121215-1720300003.7.wav"
+
+
+@pytest.mark.parametrize("name, phones", [
+    (DASHED_DST, ["12127773456", "2127773456", "7773456", "2001"]),
+    (DASHED_DST_PLUS, ["12127773456", "2127773456", "2003"]),
+    (DASHED_SRC, ["2127773456", "12127773456", "2001"]),
+    (DASHED_PREFIX, ["2001", "12127773456", "2127773456"]),
+])
+def test_a_dash_in_a_number_or_prefix_still_finds_both_numbers(name, phones):
+    for phone in phones:
+        assert matches(phone, name), phone
+    for phone in ["2002", "12127773457", "3127773456", "773456", "77734"]:
+        assert not matches(phone, name), phone
+
+
+def test_a_dashed_dst_keeps_date_time_uniqueid_and_every_split_is_a_candidate():
+    assert fields(DASHED_DST)[3:] == ("20240706", "121212", "1720300000.4", "wav")
+    assert fields(DASHED_DST_PLUS)[3:] == ("20240706", "121213", "1720300001.5", "wav")
+    assert fields(DASHED_PREFIX)[:3] == ("from-internal", "2001", "12127773456")
+    assert set(parse_name(DASHED_DST).numbers) == {"212", "77734562001", "212777",
+                                                   "34562001", "2127773456", "2001"}
+
+
+def test_splits_no_freepbx_name_has_give_no_fragments():
+    # A word at the end is the src: the dst is all the rest, as before.
+    assert parse_name("out-1-212-777-3456-unknown-20240703-203742-1.2.wav").numbers == \
+        ["12127773456"]
+    # Digits and letters mixed on one side are no split; the likely one still counts.
+    assert parse_name("out-2001-John-Smith-20240703-203742-1.2.wav").numbers == ["2001"]
+    # Two middle fields are unambiguous: no extra candidates.
+    assert parse_name("out-2127773456-2001-20240703-203742-1.2.wav").numbers == \
+        ["2127773456", "2001"]
+
+
+@pytest.mark.parametrize("name", [
+    "out-912127773456999-2001-20240706-121212-1.2.wav",
+    "out-2001-912127773456999-20240706-121212-1.2.wav",
+    "out-9121-2777-3456999-2001-20240706-121212-1.2.wav",
+    "out-2001-9121-277-734-56999-20240706-121212-1.2.wav",
+])
+def test_a_number_inside_a_longer_one_never_matches_even_with_dashes(name):
+    for phone in ["12127773456", "2127773456", "7773456"]:
+        assert not matches(phone, name), (phone, parse_name(name).numbers)
 
 
 def test_a_prefix_holding_a_dash():

@@ -8,7 +8,8 @@ Lives in `[state] dir/recordings-index/`:
                      owns the day's entries, the folder's mtime, its count of recordings,
                      and a CRC of its sorted names.
     seg-<id>.idx     an immutable segment: the entries of some day folders, hashed by the
-                     last 7 digits of each number (a shorter number: all of it) into
+                     last 7 digits of each candidate number (a shorter number: all of
+                     it; a name with dashed numbers has one per possible split) into
                      buckets. Header, slot table (offset, length per bucket), then one
                      zlib block per bucket, each opening with "#<id> <bucket>" so a
                      misplaced or damaged block is detected. An entry is one line,
@@ -52,7 +53,7 @@ from .recordings import AUDIO_EXTENSIONS, index_key, numbers_match, parse_name, 
 
 STATE_NAME = "state"
 LOCK_NAME = "lock"
-STATE_MAGIC = "cx-recordings-index 1"
+STATE_MAGIC = "cx-recordings-index 2"   # 2: every split of a dashed dst/src is keyed
 SEGMENT_MAGIC = b"CXRI"
 SEGMENT_VERSION = 1
 HEADER = struct.Struct("<4sIIQ16s")      # magic, version, buckets, lines, id
@@ -135,12 +136,15 @@ def _subdirs(path, accept):
 
 
 def _day_names(path):
-    """The recording names of a day folder, sorted (None when the folder is gone)."""
+    """The recording names of a day folder, sorted (None when the folder is gone). Only
+    regular files are recordings: a folder or a symlink named like one is not (no extra
+    stat: the type comes with the listing)."""
     try:
-        names = os.listdir(path)
+        with os.scandir(path) as entries:
+            return sorted(entry.name for entry in entries
+                          if _indexable(entry.name) and entry.is_file(follow_symlinks=False))
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return sorted(name for name in names if _indexable(name))
 
 
 def _indexable(name):
@@ -159,7 +163,8 @@ def _names_digest(names):
 
 
 def day_lines(day, names):
-    """The index lines of one day folder's recordings."""
+    """The index lines of one day folder's recordings: one per candidate number of each
+    (`RecordingName.numbers`: dst and src, or every split of dashed middle fields)."""
     lines = []
     for name in names:
         parsed = parse_name(name)

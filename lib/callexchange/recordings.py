@@ -10,6 +10,9 @@ Names: `YYYY/MM/DD/<prefix>-<dst>-<src>-<YYYYMMDD>-<HHMMSS>-<uniqueid>.<ext>`. T
 extension follows the last dot (a uniqueid such as 1720039056.22191 holds one); the date,
 time and uniqueid are found from the right, so a dash inside a number or a prefix does not
 shift them; an Asterisk `systemname` uniqueid (`pbx1-1720039056.22191`) keeps its dash.
+More than two fields between the prefix and the date (`212-777-3456-2001`) cannot be told
+apart for sure: every split of them into dst and src is a candidate (`numbers`), except
+splits no FreePBX name has (digits and letters mixed on one side, a `+` inside a number).
 
 Matching: digits only, after dropping `+`, a leading `00` and punctuation; equal, or one
 ends with the other and the shorter has at least 7 digits (`12127773456` finds
@@ -33,12 +36,14 @@ _DIGITS = frozenset("0123456789")
 
 class RecordingName:
     """A parsed recording file name. `date` (YYYYMMDD) and `time` (HHMMSS) are "" when
-    the name has none; `uniqueid` is "" when it has none; `numbers` holds the digits of
-    dst and src that can be numbers (0, 1 or 2 distinct strings)."""
+    the name has none; `uniqueid` is "" when it has none. `dst` and `src` are the likely
+    split of the fields between prefix and date; `middle` holds those fields when they
+    are more than two (the split is then ambiguous), else ()."""
 
-    __slots__ = ("name", "prefix", "dst", "src", "date", "time", "uniqueid", "extension")
+    __slots__ = ("name", "prefix", "dst", "src", "date", "time", "uniqueid", "extension",
+                 "middle")
 
-    def __init__(self, name, prefix, dst, src, date, time, uniqueid, extension):
+    def __init__(self, name, prefix, dst, src, date, time, uniqueid, extension, middle=()):
         self.name = name
         self.prefix = prefix
         self.dst = dst
@@ -47,14 +52,33 @@ class RecordingName:
         self.time = time
         self.uniqueid = uniqueid
         self.extension = extension
+        self.middle = tuple(middle)
 
     @property
     def numbers(self):
+        """The digits of every number the recording can be for: dst and src, and with
+        more than two middle fields the dst and src of every plausible split of them (so
+        `212-777-3456-2001` gives 2127773456 and 2001, and fragments such as 212). A
+        phone matches the recording when it matches one of them (`numbers_match`).
+
+        >>> parse_name("out-212-777-3456-2001-20240706-121212-1720300000.4.wav").numbers
+        ['212', '77734562001', '212777', '34562001', '2127773456', '2001']
+        """
         found = []
-        for text in (self.dst, self.src):
+
+        def add(text):
             digits = number_digits(text)
             if digits and digits not in found:
                 found.append(digits)
+
+        add(self.dst)
+        add(self.src)
+        middle = self.middle
+        for split in range(1, len(middle)):
+            dst, src = middle[:split], middle[split:]
+            if _plausible(dst) and _plausible(src):
+                add("-".join(dst))
+                add("-".join(src))
         return found
 
     def __repr__(self):
@@ -82,6 +106,15 @@ def _has_digit(field):
     return any(c in _DIGITS for c in field)
 
 
+def _plausible(fields):
+    """Whether dash-separated fields can be one dst or src: a number (a `+` only at its
+    start) or a word without digits (unknown, anonymous); not digits and letters mixed."""
+    if any(field.startswith("+") for field in fields[1:]):
+        return False
+    text = "-".join(fields)
+    return number_digits(text) is not None or not _has_digit(text)
+
+
 def parse_name(name):
     """Read a recording's file name from the right; None when it is no audio file.
 
@@ -106,8 +139,9 @@ def parse_name(name):
     else:
         if _is_uniqueid(fields[-1]):
             uniqueid, head = fields[-1], fields[:-1]
-    prefix, dst, src = _split_head(head)
-    return RecordingName(name, prefix, dst, src, date, time, uniqueid, extension.lower())
+    prefix, dst, src, rest = _split_head(head)
+    return RecordingName(name, prefix, dst, src, date, time, uniqueid, extension.lower(),
+                         rest if len(rest) > 2 else ())
 
 
 def _split_head(head):
@@ -117,24 +151,25 @@ def _split_head(head):
     ondemand, ...). Of the rest, with more than two fields: a last field without a digit
     (unknown, anonymous, empty) is src; else a field starting with `+` starts src; else
     dst is the first field (FreePBX's dst is the dialled extension, which has no dash) and
-    src the rest (the caller ID, free text).
+    src the rest (the caller ID, free text). Also returns the fields after the prefix:
+    with more than two, `RecordingName.numbers` tries every split of them.
     """
     index = 0
     while index < len(head) - 1 and not _has_digit(head[index]):
         index += 1
     prefix, rest = "-".join(head[:index]), head[index:]
     if not rest:
-        return prefix, "", ""
+        return prefix, "", "", rest
     if len(rest) == 1:
-        return prefix, rest[0], ""
+        return prefix, rest[0], "", rest
     if len(rest) == 2:
-        return prefix, rest[0], rest[1]
+        return prefix, rest[0], rest[1], rest
     if not _has_digit(rest[-1]):
-        return prefix, "-".join(rest[:-1]), rest[-1]
+        return prefix, "-".join(rest[:-1]), rest[-1], rest
     plus = [i for i in range(1, len(rest)) if rest[i].startswith("+")]
     if len(plus) == 1:
-        return prefix, "-".join(rest[:plus[0]]), "-".join(rest[plus[0]:])
-    return prefix, rest[0], "-".join(rest[1:])
+        return prefix, "-".join(rest[:plus[0]]), "-".join(rest[plus[0]:]), rest
+    return prefix, rest[0], "-".join(rest[1:]), rest
 
 
 def number_digits(text):
@@ -323,8 +358,9 @@ def lookup(config, query, index=None):
 
     Day folders are taken from the newest, so a number with thousands of recordings
     (an agent's extension) costs the `limit` newest, not all of them. Every returned
-    file is stat'ed first: one deleted since it was indexed is skipped, and its day
-    folder is indexed again.
+    file is lstat'ed first: one deleted since it was indexed, or that is no regular file
+    (a folder or symlink put in its place), is skipped, and its day folder is indexed
+    again.
     """
     import os
     from . import audio
@@ -378,11 +414,15 @@ def lookup(config, query, index=None):
 
 
 def _stat(root, day, name):
+    """The lstat of a recording, or None when it is gone or no regular file (a folder, a
+    symlink: never returned, wherever it points)."""
     import os
+    import stat
     try:
-        return os.stat(os.path.join(root, day[:4], day[4:6], day[6:], name))
+        info = os.lstat(os.path.join(root, day[:4], day[4:6], day[6:], name))
     except OSError:
         return None
+    return info if stat.S_ISREG(info.st_mode) else None
 
 
 def _clock(mtime):
