@@ -297,12 +297,17 @@ def report(results, ours_rss, perl_rss, args):
     if ours_rss and perl_rss:
         print("peak RSS of one CGI process: ours %.1f MiB, perl-baseline %.1f MiB"
               % (ours_rss / 1024, perl_rss / 1024))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as handle:
-            json.dump({"results": results, "p50_ratio": ratios,
-                       "peak_rss_kib": {"ours": ours_rss, "perl-baseline": perl_rss}},
-                      handle, indent=2)
+    finish(args.json, {"results": results, "p50_ratio": ratios,
+                       "peak_rss_kib": {"ours": ours_rss, "perl-baseline": perl_rss}}, results)
+
+
+def finish(json_path, data, results):
+    """Write `data` to `json_path` (if given); exit 1 if any timed run had a non-2xx
+    reply or a failed request: figures of a broken run mean nothing."""
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(json_path, "w") as handle:
+            json.dump(data, handle, indent=2)
     bad = [r for r in results if r["non_2xx"] or r["errors"]]
     if bad:
         print("FAILED: non-2xx or errors in %s" % ", ".join(

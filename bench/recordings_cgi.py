@@ -384,16 +384,8 @@ def print_report(report, results, args):
     print("load average (1 min) at start: %.2f" % report["loadavg_start"])
     if "profile" in report:
         print("\ncProfile of one direct run of find_phone_files.pl:\n" + report["profile"])
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as handle:
-            json.dump({"report": report, "results": results, "p50_ratio": ratios},
-                      handle, indent=2)
-    bad = [r for r in results if r["non_2xx"] or r["errors"]]
-    if bad:
-        print("FAILED: non-2xx or errors in %s" % ", ".join(
-            "%s c=%d" % (r["target"], r["concurrency"]) for r in bad))
-        sys.exit(1)
+    cgi_latency.finish(args.json, {"report": report, "results": results, "p50_ratio": ratios},
+                       results)
 
 
 if __name__ == "__main__":
