@@ -182,3 +182,10 @@ def test_flagged_numbers_are_read_as_digits_like_the_pools(tmp_path):
     path = tmp_path / "flagged"
     path.write_text("+49 30 123456   # reported 2024-07-03\n0044-20-7946-0958\n\n# none\n")
     assert read_flagged(str(path)) == frozenset({"4930123456", "442079460958"})
+
+
+def test_a_region_without_a_pool_uses_its_calling_codes_main_region():
+    # phonenumbers puts +44 7911 123456 in GG: the GB pool serves it, not the default.
+    settings = SimpleNamespace(default=("12125550100",), pools={"GB": ("442071234567",)})
+    assert candidates_for(settings, "GG", "GB") == ("442071234567",)
+    assert candidates_for(settings, "GG", None) == ("12125550100",)

@@ -997,3 +997,10 @@ def test_an_unconfirmed_originate_is_a_503_that_names_its_uniqueid(gateway):
     (originate,) = gateway.originates()
     assert body["uniqueid"] == originate["ChannelId"]
     assert sum(gateway.usage().values()) == 1  # the caller ID keeps its count
+
+
+def test_a_guernsey_mobile_gets_a_caller_id_from_the_gb_pool(gateway):
+    gateway.configure(ani={"GB": "442071234567"})
+    body = gateway.post(call("+447911123456")).json
+    assert (body["icon"], body["country_code"]) == ("GG", 44)  # as phonenumbers says
+    assert body["caller_id"] == "442071234567"

@@ -40,9 +40,12 @@ def choose_caller_id(candidates, usage, flagged, daily_limit):
     return min(candidates, key=rank), False
 
 
-def candidates_for(ani_settings, region):
-    """The pool for the destination's region, else the default pool."""
-    return ani_settings.pools.get(region) or ani_settings.default
+def candidates_for(ani_settings, region, main_region=None):
+    """The pool for the destination's region, else the pool of its calling code's main
+    region (phonenumbers puts some +44 7xxx mobiles in GG, JE or IM: a GB pool serves
+    them), else the default pool."""
+    return (ani_settings.pools.get(region) or ani_settings.pools.get(main_region)
+            or ani_settings.default)
 
 
 def read_flagged(path):

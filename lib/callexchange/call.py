@@ -151,7 +151,8 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
     from . import ami
 
     ledger = ani.AniLedger(config.state.dir)
-    caller_id, clean = ledger.reserve(ani.candidates_for(config.ani, number.region),
+    caller_id, clean = ledger.reserve(ani.candidates_for(config.ani, number.region,
+                                                         number.main_region),
                                       ani.read_flagged(config.ani.flagged_file),
                                       config.ani.daily_limit)
     uniqueid = new_uniqueid()

@@ -27,15 +27,18 @@ class NotAPhoneNumber(ValueError):
 class NumberInfo:
     """What the CRM is told about a destination, and what is dialled."""
 
-    __slots__ = ("dial_digits", "region", "country_code", "valid", "carrier", "type")
+    __slots__ = ("dial_digits", "region", "country_code", "valid", "carrier", "type",
+                 "main_region")
 
-    def __init__(self, dial_digits, region, country_code, valid, carrier, type):
+    def __init__(self, dial_digits, region, country_code, valid, carrier, type,
+                 main_region=None):
         self.dial_digits = dial_digits      # E.164 digits without '+', what Asterisk dials
         self.region = region                # ISO region ("DE"); "001" for non-geographic
         self.country_code = country_code    # int calling code
         self.valid = valid                  # bool: E.164-valid per phonenumbers
         self.carrier = carrier              # English carrier name or ""
         self.type = type                    # phonenumbers' PhoneNumberType value
+        self.main_region = main_region or region  # the calling code's main region ("GB")
 
     def __repr__(self):
         return "NumberInfo(%r, %r, %r, %r, %r)" % (
@@ -154,7 +157,8 @@ def analyze(destination, default_region, carrier_cache_dir=None):
     if number_type in (util.PhoneNumberType.MOBILE, util.PhoneNumberType.FIXED_LINE_OR_MOBILE,
                        util.PhoneNumberType.PAGER):
         carrier = carrier_name(dial_digits, number.country_code, carrier_cache_dir)
-    return NumberInfo(dial_digits, region, number.country_code, valid, carrier, number_type)
+    return NumberInfo(dial_digits, region, number.country_code, valid, carrier, number_type,
+                      util.region_code_for_country_code(number.country_code))
 
 
 # --- carrier names, one shard per calling code ---
