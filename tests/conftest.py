@@ -77,3 +77,12 @@ def crm():
     stand_in = CrmStandIn()
     yield stand_in
     stand_in.close()
+
+
+@pytest.fixture(scope="session")
+def carrier_cache(tmp_path_factory):
+    """The carrier shards, built once per session (building takes most of a second)."""
+    from callexchange import numbers
+    directory = tmp_path_factory.mktemp("numbers-cache")
+    numbers.analyze("+4915112345678", "US", str(directory))
+    return directory

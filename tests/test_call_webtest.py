@@ -10,7 +10,6 @@ import time
 import pytest
 import webtest
 
-from callexchange import numbers
 from callexchange.ani import AniLedger
 from callexchange.app import create_app
 from callexchange.config import load_config
@@ -26,14 +25,6 @@ MISSING_ERROR = "Missing parameters: api-key, extension, or destination"
 
 
 # --- fixtures and helpers ----------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def carrier_cache(tmp_path_factory):
-    """The carrier shards, built once per session (building takes most of a second)."""
-    directory = tmp_path_factory.mktemp("numbers-cache")
-    numbers.analyze("+4915112345678", "US", str(directory))
-    return directory
-
 
 @pytest.fixture(scope="module")
 def module_sandbox():

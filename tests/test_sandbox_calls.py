@@ -16,7 +16,7 @@ import wave
 import pytest
 import webtest
 
-from callexchange import numbers, sandbox as sandbox_module, sandbox_calls
+from callexchange import sandbox as sandbox_module, sandbox_calls
 from callexchange.app import create_app
 from callexchange.config import load_config
 from callexchange.sandbox import Sandbox
@@ -26,13 +26,6 @@ from schemas import validate
 from crm_standin import SECRET
 
 LEAD = "12127773456"
-
-
-@pytest.fixture(scope="module")
-def carrier_cache(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("numbers-cache")
-    numbers.analyze("+4915112345678", "US", str(directory))
-    return directory
 
 
 class Pbx:
