@@ -92,9 +92,8 @@ def authenticate(keys_file, presented_key):
     """The label of the client sending `presented_key`, for an endpoint: raises the
     ApiError the endpoints answer (400 control characters, 401 unknown, 500 bad file)."""
     from .errors import ApiError
-    if any(c in presented_key for c in "\r\n\0"):
-        raise ApiError(400, "Field 'api-key' must not contain CR, LF or NUL characters",
-                       field="api-key")
+    from .params import check_no_control
+    check_no_control("api-key", presented_key)
     if not os.path.exists(keys_file):
         # Every key would be "invalid": say what is really wrong, to the admin too.
         raise ApiError(500, "Server configuration error: %s: keys file not found ([auth] "
