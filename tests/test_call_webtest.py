@@ -995,3 +995,11 @@ def test_a_guernsey_mobile_gets_a_caller_id_from_the_gb_pool(gateway):
     body = gateway.post(call("+447911123456")).json
     assert (body["icon"], body["country_code"]) == ("GG", 44)  # as phonenumbers says
     assert body["caller_id"] == "442071234567"
+
+
+def test_an_api_key_with_a_control_character_is_a_400_naming_it(gateway):
+    # (A header cannot carry one; a body field can.)
+    body = gateway.post(call(api_key=TEST_API_KEY + "\r\nAction: Originate"), key=None,
+                        status=400, expect_errors=True).json
+    assert body["field"] == "api-key" and "CR, LF or NUL" in body["error"]
+    assert gateway.originates() == []
