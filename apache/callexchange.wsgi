@@ -10,7 +10,7 @@ import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), os.pardir, "lib"))
 
-from callexchange.app import create_app  # noqa: E402
+from callexchange.http.app import create_app  # noqa: E402
 
 _apps = {}
 _lock = threading.Lock()

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "lib"))
 
 import apache_server  # noqa: E402
 from callexchange.keys import digest  # noqa: E402
-from callexchange.sandbox import Sandbox  # noqa: E402
+from callexchange.sandbox.server import Sandbox  # noqa: E402
 
 API_KEY = "bench-key-0123456789abcdef"
 AMI_USER, AMI_SECRET = "callexchange", "bench-secret"

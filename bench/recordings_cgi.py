@@ -45,9 +45,9 @@ import cgi_latency  # noqa: E402  (puts tests/ and lib/ on sys.path)
 import recordings_lookup  # noqa: E402
 import apache_server  # noqa: E402
 from callexchange import keys  # noqa: E402
-from callexchange.recording_index import RecordingIndex  # noqa: E402
-from callexchange.recordings import parse_name  # noqa: E402
-from callexchange.sandbox import Sandbox  # noqa: E402
+from callexchange.recordings.index import RecordingIndex  # noqa: E402
+from callexchange.recordings.names import parse_name  # noqa: E402
+from callexchange.sandbox.server import Sandbox  # noqa: E402
 
 API_KEY = cgi_latency.API_KEY          # cgi_latency.run_ab sends this one
 BASE_URL = "https://pbx.example/wav-files"

@@ -35,9 +35,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 
 from callexchange import keys  # noqa: E402
-from callexchange.app import create_app  # noqa: E402
+from callexchange.http.app import create_app  # noqa: E402
 from callexchange.config import config_from_text  # noqa: E402
-from callexchange.recording_index import RecordingIndex  # noqa: E402
+from callexchange.recordings.index import RecordingIndex  # noqa: E402
 
 API_KEY = "bench-recordings-key"
 AGENTS = ["%d" % n for n in range(2001, 2101)]

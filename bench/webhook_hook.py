@@ -41,9 +41,10 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "lib"))
 
 from callexchange.config import load_config  # noqa: E402
-from callexchange.sandbox_calls import run_hook  # noqa: E402
-from callexchange.spool import Spool  # noqa: E402
-from callexchange.webhooks import _BOOT, make_record  # noqa: E402
+from callexchange.sandbox.calls import run_hook  # noqa: E402
+from callexchange.webhooks.spool import Spool  # noqa: E402
+from callexchange.webhooks.deliverer import _BOOT
+from callexchange.webhooks.payload import make_record  # noqa: E402
 from crm_standin import CrmStandIn  # noqa: E402
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

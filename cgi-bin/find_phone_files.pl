@@ -5,6 +5,6 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), os.pardir, "lib"))
 
-from callexchange.cgi import run  # noqa: E402
+from callexchange.http.cgi import run  # noqa: E402
 
 run()

@@ -60,7 +60,7 @@ def keys_file(tmp_path):
 def sandbox():
     """A sandbox PBX on a free loopback port, accepting AMI_USERNAME / AMI_SECRET.
     Set `sandbox.faults` (via `callexchange.sandbox.parse_fault`) to script faults."""
-    from callexchange.sandbox import Sandbox
+    from callexchange.sandbox.server import Sandbox
 
     pbx = Sandbox(host="127.0.0.1", port=0, username=AMI_USERNAME, secret=AMI_SECRET)
     pbx.start()
@@ -82,7 +82,7 @@ def crm():
 @pytest.fixture(scope="session")
 def carrier_cache(tmp_path_factory):
     """The carrier shards, built once per session (building takes most of a second)."""
-    from callexchange import numbers
+    from callexchange.calls import numbers
     directory = tmp_path_factory.mktemp("numbers-cache")
     numbers.analyze("+4915112345678", "US", str(directory))
     return directory

@@ -17,9 +17,10 @@ import time
 
 import pytest
 
-from callexchange import agi, webhooks
-from callexchange.sandbox_calls import DEFAULT_HOOK, agi_environment, run_hook
-from callexchange.spool import Spool
+from callexchange.pbx import agi
+from callexchange.webhooks.deliverer import PROBE_INTERVAL
+from callexchange.sandbox.calls import agi_environment, DEFAULT_HOOK, run_hook
+from callexchange.webhooks.spool import Spool
 from test_webhook_delivery import make_config
 
 LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
@@ -267,7 +268,7 @@ def test_hook_reads_billsec_when_dial_left_no_answeredtime(pbx, crm):
 def test_call_data_never_meets_a_shell(pbx, crm, tmp_path):
     marker = tmp_path / "pwned"
     crm_id = "$(touch %s); `touch %s` | ; & > <" % (marker, marker)
-    from callexchange.call import percent_encode
+    from callexchange.calls.endpoint import percent_encode
 
     pbx.hook("connect", dict(CALL, CX_CRM_ID=percent_encode(crm_id),
                              CX_EXTENSION="2001;touch%20x"))
@@ -312,9 +313,9 @@ def test_hook_returns_at_once_while_the_crm_is_down(pbx, crm):
     crm.up()
     started = time.monotonic()
     pbx.hook("connect", dict(CALL, CX_UNIQUEID="1732700000.9"))  # the next call
-    crm.wait_for(1, timeout=webhooks.PROBE_INTERVAL + 5)
+    crm.wait_for(1, timeout=PROBE_INTERVAL + 5)
     # A new event probes the CRM within PROBE_INTERVAL, not after the CRM's back-off.
-    assert time.monotonic() - started < webhooks.PROBE_INTERVAL + 3
+    assert time.monotonic() - started < PROBE_INTERVAL + 3
     wait_until(lambda: "msg_1732700000.9_connect" in set(crm.ids()))
 
 
@@ -340,7 +341,7 @@ def test_hook_gives_up_on_a_silent_asterisk(pbx):
 
 
 def test_hook_survives_sighup_as_asterisk_sends_it_on_hangup(pbx, crm):
-    from callexchange.sandbox_calls import agi_reply
+    from callexchange.sandbox.calls import agi_reply
 
     hook = {}
 
@@ -410,7 +411,7 @@ def test_hook_killed_mid_write_publishes_nothing_and_the_rest_is_delivered(pbx, 
 IMPORT_PROBE = """
 import sys
 sys.path.insert(0, %r)
-from callexchange.webhooks import hook_main
+from callexchange.webhooks.hook import hook_main
 status = hook_main(["callexchange-webhook.agi", sys.argv[1]])
 sys.stderr.write("MODULES " + " ".join(sorted(sys.modules)) + "\\n")
 sys.exit(status)
@@ -424,7 +425,7 @@ def test_hook_imports_nothing_slow(pbx, tmp_path, crm):
     assert run.returncode == 0
     line = [l for l in run.stderr.splitlines() if l.startswith("MODULES ")][0]
     modules = set(line[len("MODULES "):].split())
-    assert "callexchange.spool" in modules
+    assert "callexchange.webhooks.spool" in modules
     for slow in ("requests", "urllib3", "ssl", "http", "json", "re", "enum", "hmac", "hashlib",
                  "asterisk", "subprocess", "threading"):
         assert slow not in modules, slow

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from callexchange import ami
-from callexchange.sandbox import Sandbox
+from callexchange.pbx import ami
+from callexchange.sandbox.server import Sandbox
 
 USER = "callexchange"
 SECRET = "s3cret-do-not-leak"

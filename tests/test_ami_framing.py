@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from callexchange import ami
-from callexchange.ami import Message, MessageParser, encode_action, parse_messages
+from callexchange.pbx import ami, wire
+from callexchange.pbx.wire import encode_action, Message, MessageParser, parse_messages
 
 
 # --- encode_action ------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_parser_without_banner_mode_treats_a_banner_line_as_text_of_the_next_mes
 def test_parser_refuses_to_buffer_an_endless_line():
     parser = MessageParser()
     with pytest.raises(ValueError):
-        parser.feed(b"x" * (ami.MAX_RECEIVED_LINE + 1))
+        parser.feed(b"x" * (wire.MAX_RECEIVED_LINE + 1))
 
 
 def test_parser_decodes_invalid_utf8_without_failing():

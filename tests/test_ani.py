@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from callexchange.ani import (KEEP_DAYS, AniLedger, candidates_for, choose_caller_id,
-                              read_flagged)
+from callexchange.calls.ani import (KEEP_DAYS, AniLedger, candidates_for, choose_caller_id,
+                                    read_flagged)
 
 POOL = ("111111", "222222", "333333")
 
@@ -178,7 +178,7 @@ def test_concurrent_processes_never_lose_or_double_a_count(tmp_path):
 
 
 def test_flagged_numbers_are_read_as_digits_like_the_pools(tmp_path):
-    from callexchange.ani import read_flagged
+    from callexchange.calls.ani import read_flagged
     path = tmp_path / "flagged"
     path.write_text("+49 30 123456   # reported 2024-07-03\n0044-20-7946-0958\n\n# none\n")
     assert read_flagged(str(path)) == frozenset({"4930123456", "442079460958"})

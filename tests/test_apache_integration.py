@@ -25,7 +25,7 @@ except ImportError:  # tests/ is a package: pytest put the repo root on sys.path
 sys.path.insert(0, str(apache_server.REPO / "lib"))
 
 from callexchange.keys import digest  # noqa: E402
-from callexchange.sandbox import Sandbox  # noqa: E402
+from callexchange.sandbox.server import Sandbox  # noqa: E402
 
 JSON_TYPE = "application/json; charset=utf-8"
 API_KEY = "apache-integration-key-0123456789"

@@ -1,4 +1,4 @@
-"""Durations read from the audio itself (callexchange.audio), on real files: PCM written
+"""Durations read from the audio itself (callexchange.recordings.audio), on real files: PCM written
 by the `wave` module, hand-built mu-law / a-law / GSM (WAV49) headers, raw GSM, and MP3
 streams of valid frame headers with zeroed payloads."""
 
@@ -7,8 +7,8 @@ import wave
 
 import pytest
 
-from callexchange import audio
-from callexchange.audio import duration_seconds, mp3_duration, mp3_frame, rounded
+from callexchange.recordings import audio
+from callexchange.recordings.audio import duration_seconds, mp3_duration, mp3_frame, rounded
 
 
 # --- builders -----------------------------------------------------------------------------

@@ -10,10 +10,10 @@ import time
 import pytest
 import webtest
 
-from callexchange.ani import AniLedger
-from callexchange.app import create_app
+from callexchange.calls.ani import AniLedger
+from callexchange.http.app import create_app
 from callexchange.config import load_config
-from callexchange.sandbox import parse_fault
+from callexchange.sandbox.server import parse_fault
 from conftest import AMI_SECRET, AMI_USERNAME, TEST_API_KEY, config_text
 from schemas import document, schema_names, validate, validator
 
@@ -28,7 +28,7 @@ MISSING_ERROR = "Missing parameters: api-key, extension, or destination"
 
 @pytest.fixture(scope="module")
 def module_sandbox():
-    from callexchange.sandbox import Sandbox
+    from callexchange.sandbox.server import Sandbox
 
     pbx = Sandbox(host="127.0.0.1", port=0, username=AMI_USERNAME, secret=AMI_SECRET)
     pbx.start()

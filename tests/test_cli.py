@@ -128,7 +128,7 @@ def test_check_fails_when_ami_is_down(tmp_path):
 
 
 def test_check_logs_in_to_the_sandbox(tmp_path):
-    from callexchange.sandbox import Sandbox
+    from callexchange.sandbox.server import Sandbox
     with Sandbox(username="callexchange", secret="s3cret") as pbx:
         config = write_config(tmp_path, pbx.port)
         run(config, "keys", "add", "--label", "one", "--api-key", "k1")
@@ -139,7 +139,7 @@ def test_check_logs_in_to_the_sandbox(tmp_path):
 
 
 def test_check_fails_when_the_sandbox_refuses_the_login(tmp_path):
-    from callexchange.sandbox import Sandbox
+    from callexchange.sandbox.server import Sandbox
     with Sandbox(username="callexchange", secret="s3cret", faults=["refuse-login"]) as pbx:
         config = write_config(tmp_path, pbx.port)
         result = run(config, "check")
@@ -148,7 +148,7 @@ def test_check_fails_when_the_sandbox_refuses_the_login(tmp_path):
 
 
 def test_ani_status_lists_todays_usage(tmp_path):
-    from callexchange.ani import AniLedger
+    from callexchange.calls.ani import AniLedger
     config = write_config(tmp_path, closed_port())
     AniLedger(str(tmp_path / "state")).reserve(("12125550100",), frozenset(), 200)
     result = run(config, "ani", "status")

@@ -9,8 +9,8 @@ import os
 import pytest
 import webtest
 
-from callexchange import cli_recordings
-from callexchange.app import create_app
+from callexchange.cli import recordings as cli_recordings
+from callexchange.http.app import create_app
 from callexchange.config import load_config
 from conftest import TEST_API_KEY, config_text
 

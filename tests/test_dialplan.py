@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from callexchange import sandbox_calls
+from callexchange.sandbox import calls as sandbox_calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIALPLAN = os.path.join(ROOT, "asterisk", "extensions_callexchange.conf")

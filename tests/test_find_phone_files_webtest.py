@@ -11,9 +11,9 @@ import time
 import pytest
 import webtest
 
-from callexchange.app import create_app
+from callexchange.http.app import create_app
 from callexchange.config import load_config
-from callexchange.recording_index import RecordingIndex
+from callexchange.recordings.index import RecordingIndex
 from conftest import TEST_API_KEY, config_text
 from schemas import validate
 
@@ -467,7 +467,7 @@ def test_broken_config_is_a_500_json(tmp_path):
 
 
 def test_head_answers_like_get_without_a_body(tmp_path):
-    from callexchange.app import create_app
+    from callexchange.http.app import create_app
     from conftest import TEST_API_KEY, config_text
     import webtest
     path = tmp_path / "c.ini"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from callexchange.config import SCHEMA, ConfigError, config_from_text
+from callexchange.config import config_from_text, ConfigError, SCHEMA
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.sh"

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from callexchange import numbers
-from callexchange.numbers import NotAPhoneNumber, analyze, split_destination
+from callexchange.calls import numbers
+from callexchange.calls.numbers import analyze, NotAPhoneNumber, split_destination
 
 LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 
@@ -150,7 +150,7 @@ def test_shards_written_by_concurrent_threads_are_whole_and_leave_no_temp_files(
 LAZY_PROBE = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from callexchange import numbers
+from callexchange.calls import numbers
 info = numbers.analyze("+4915112345678", "US", sys.argv[2])
 loaded = sorted(m for m in sys.modules if m.startswith("phonenumbers"))
 import phonenumbers

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from callexchange.errors import ApiError
-from callexchange.params import (MAX_BODY, api_key_from, bool_field, check_no_control,
-                                 normalize_names, number_field, parse_body, parse_query,
-                                 text_field)
+from callexchange.http.body import MAX_BODY, parse_body, parse_query
+from callexchange.params import (api_key_from, bool_field, check_no_control, normalize_names,
+                                 number_field, text_field)
 
 
 # --- parse_body --------------------------------------------------------------------------
@@ -263,6 +263,6 @@ def test_multipart_bodies_are_refused_as_unsupported():
 
 
 def test_form_data_is_never_jsonrpc():
-    from callexchange.app import is_jsonrpc
+    from callexchange.http.jsonrpc import is_jsonrpc
     assert not is_jsonrpc(parse_body(b"jsonrpc=2.0&method=originate", ""))
     assert is_jsonrpc(parse_body(b'{"jsonrpc": "2.0", "method": "originate"}', ""))

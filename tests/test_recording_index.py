@@ -1,4 +1,4 @@
-"""The recordings index (callexchange.recording_index) against a real archive in a temp
+"""The recordings index (callexchange.recordings.index) against a real archive in a temp
 dir: lookups equal a direct scan, stay right as files come and go, survive damage,
 concurrency and a busy lock, and never walk the archive when nothing changed."""
 
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from callexchange import recording_index
-from callexchange.recording_index import RecordingIndex, State
+from callexchange.recordings import index as recording_index
+from callexchange.recordings.index import RecordingIndex, State
 
 LEAD = "12127773456"
 
@@ -482,7 +482,7 @@ def test_a_segment_retired_during_a_lookup_means_reading_the_state_again(archive
 
 def test_find_equals_scan_equals_brute_force_on_random_names(archive):
     import random
-    from callexchange.recordings import numbers_match, parse_name
+    from callexchange.recordings.names import numbers_match, parse_name
 
     rng = random.Random(20240703)
     pool = ["1212777%04d" % rng.randrange(10000) for _ in range(40)] + \

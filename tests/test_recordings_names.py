@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from callexchange.errors import ApiError
-from callexchange.recordings import (MAX_LIMIT, index_key, number_digits, numbers_match,
-                                     parse_name, read_query, recording_entry)
+from callexchange.recordings.lookup import MAX_LIMIT, read_query, recording_entry
+from callexchange.recordings.names import index_key, number_digits, numbers_match, parse_name
 
 LEGACY = "out-12127773456-unknown-20240703-203742-1720039056.22191.wav"
 

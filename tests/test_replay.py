@@ -4,7 +4,7 @@ import os
 import threading
 import time
 
-from callexchange.replay import PRUNE_EVERY, ReplayStore
+from callexchange.calls.replay import PRUNE_EVERY, ReplayStore
 
 BODY = {"status": "true", "uniqueid": "1732700000.000000000001"}
 

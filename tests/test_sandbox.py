@@ -16,9 +16,10 @@ import time
 
 import pytest
 
-from callexchange import ami, sandbox as sandbox_module
-from callexchange.ami import MessageParser
-from callexchange.sandbox import Outcome, Sandbox
+from callexchange.pbx import ami, wire
+from callexchange.sandbox import server as sandbox_module
+from callexchange.pbx.wire import MessageParser
+from callexchange.sandbox.server import Outcome, Sandbox
 
 LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 USER = "callexchange"
@@ -171,10 +172,10 @@ def test_originate_response_follows_the_outcome_chosen_for_the_destination(
 
 def test_outcome_is_found_by_the_lead_channel_in_dialer_mode():
     with Sandbox(outcomes={"4930123456": "noanswer"}) as pbx:
-        action = ami.Message([("Channel", "Local/4930123456@callexchange-outbound"),
+        action = wire.Message([("Channel", "Local/4930123456@callexchange-outbound"),
                               ("Exten", "1001")])
         assert pbx.outcome_for(action) == Outcome("noanswer", 0.0)
-        assert pbx.outcome_for(ami.Message([("Exten", "999")])) == sandbox_module.DEFAULT_OUTCOME
+        assert pbx.outcome_for(wire.Message([("Exten", "999")])) == sandbox_module.DEFAULT_OUTCOME
 
 
 @pytest.mark.parametrize("headers, message", [

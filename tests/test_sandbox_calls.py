@@ -16,11 +16,12 @@ import wave
 import pytest
 import webtest
 
-from callexchange import sandbox as sandbox_module, sandbox_calls
-from callexchange.app import create_app
+from callexchange.sandbox import server as sandbox_module
+from callexchange.sandbox import calls as sandbox_calls
+from callexchange.http.app import create_app
 from callexchange.config import load_config
-from callexchange.sandbox import Sandbox
-from callexchange.spool import Spool
+from callexchange.sandbox.server import Sandbox
+from callexchange.webhooks.spool import Spool
 from conftest import AMI_SECRET, AMI_USERNAME, TEST_API_KEY, config_text
 from schemas import validate
 from crm_standin import SECRET

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from callexchange.spool import Spool, call_key, dumps_compact
+from callexchange.webhooks.spool import call_key, dumps_compact, Spool
 
 LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 
@@ -139,7 +139,7 @@ def test_the_lock_is_exclusive_across_processes_and_names_its_holder(tmp_path):
     spool = Spool(str(tmp_path))
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
-         "from callexchange.spool import Spool; fd = Spool(sys.argv[2]).try_lock();"
+         "from callexchange.webhooks.spool import Spool; fd = Spool(sys.argv[2]).try_lock();"
          "print(fd is not None, flush=True); time.sleep(30)", LIB, str(tmp_path)],
         stdout=subprocess.PIPE)
     try:
@@ -179,7 +179,7 @@ def test_wake_reaches_a_listener_and_says_when_there_is_none(tmp_path):
 WRITER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from callexchange.spool import Spool
+from callexchange.webhooks.spool import Spool
 spool = Spool(sys.argv[2])
 pause = float(sys.argv[3])
 n = 0

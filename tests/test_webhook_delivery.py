@@ -19,10 +19,13 @@ import time
 
 import pytest
 
-from callexchange import cli_webhooks, webhooks
+from callexchange.cli import webhooks as cli_webhooks
+from callexchange.webhooks import retry
+from callexchange.webhooks.deliverer import _BOOT, PROBE_INTERVAL
 from callexchange.config import load_config
-from callexchange.spool import Spool
-from callexchange.webhooks import Deliverer, make_record
+from callexchange.webhooks.spool import Spool
+from callexchange.webhooks.deliverer import Deliverer
+from callexchange.webhooks.payload import make_record
 from conftest import config_text
 from crm_standin import SECRET
 
@@ -137,9 +140,9 @@ def test_a_500_is_retried_with_exponential_backoff(setup, crm):
 
 
 def test_backoff_has_jitter_between_half_and_full_delay():
-    assert webhooks.backoff_delay(1, 0.0) == 2.5
-    assert webhooks.backoff_delay(3, 0.5) == pytest.approx(20 * 0.75)
-    assert webhooks.backoff_delay(40, 0.999) <= webhooks.BACKOFF_CAP
+    assert retry.backoff_delay(1, 0.0) == 2.5
+    assert retry.backoff_delay(3, 0.5) == pytest.approx(20 * 0.75)
+    assert retry.backoff_delay(40, 0.999) <= retry.BACKOFF_CAP
 
 
 def test_nothing_is_sent_before_the_next_try_is_due(setup, crm):
@@ -173,9 +176,9 @@ def test_retry_after_seconds_is_honoured(setup, crm):
 def test_retry_after_as_an_http_date_is_honoured():
     now = 1_732_700_000.0
     date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now + 300))
-    assert webhooks.parse_retry_after(date, now) == pytest.approx(300)
-    assert webhooks.parse_retry_after("soon", now) is None
-    assert webhooks.parse_retry_after("", now) is None
+    assert retry.parse_retry_after(date, now) == pytest.approx(300)
+    assert retry.parse_retry_after("soon", now) is None
+    assert retry.parse_retry_after("", now) is None
 
 
 def test_an_unreachable_crm_pauses_sends_and_new_events_probe_it(setup, crm):
@@ -191,13 +194,13 @@ def test_an_unreachable_crm_pauses_sends_and_new_events_probe_it(setup, crm):
     assert state["failures"] == 1 and "ConnectionError" in state["last_error"]
     # While backing off, an event never tried before may probe, once per PROBE_INTERVAL.
     assert deliverer.deliver()["retry"] == 0
-    clock.advance(webhooks.PROBE_INTERVAL)
+    clock.advance(PROBE_INTERVAL)
     assert deliverer.next_due() <= clock.now  # the probe is due
     assert deliverer.deliver()["retry"] == 1
     assert deliverer.endpoint_state()["failures"] == 2
     crm.up()
     spool_event(spool, config, "connect", "1732700000.9", clock.now)
-    clock.advance(webhooks.PROBE_INTERVAL)
+    clock.advance(PROBE_INTERVAL)
     summary = deliverer.deliver()
     # The probe (the oldest event never tried) got through: the CRM is back, everything
     # due goes.
@@ -320,7 +323,7 @@ def test_an_event_is_dead_after_24_hours_and_retry_sends_it_again(setup, crm):
     assert len(dead) == 1
     record = spool.read(dead[0].name, dead=True)
     assert "24 hours" in record["dead_reason"] and "HTTP 503" in record["dead_reason"]
-    assert clock.now - record["occurred"] >= webhooks.MAX_AGE
+    assert clock.now - record["occurred"] >= retry.MAX_AGE
     sent = len(crm.requests)
     assert 15 < sent < 40  # back-off up to hourly: some 30 tries in a day
 
@@ -434,7 +437,7 @@ def webhooks_requests():
 
 def start_background_deliverer(config):
     return subprocess.Popen(
-        [sys.executable, "-c", webhooks._BOOT, LIB, config.path],
+        [sys.executable, "-c", _BOOT, LIB, config.path],
         env=dict(os.environ, CALLEXCHANGE_WEBHOOK_LINGER="1"),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -487,7 +490,7 @@ def test_a_new_event_wakes_the_lingering_deliverer(tmp_path, crm):
     spool_event(spool, config, "connect", "1732700000.1", time.time())
     crm.answer(400, times=1)  # refused, but the CRM is up: only this call waits
     process = subprocess.Popen(
-        [sys.executable, "-c", webhooks._BOOT, LIB, config.path],
+        [sys.executable, "-c", _BOOT, LIB, config.path],
         env=dict(os.environ, CALLEXCHANGE_WEBHOOK_LINGER="1"))
     try:
         crm.wait_for(1)
@@ -561,7 +564,7 @@ def test_deliver_all_now_makes_a_running_deliverer_ignore_its_back_off(tmp_path,
     crm.down()
     spool_event(spool, config, "connect", "1732700000.1", time.time())
     process = subprocess.Popen(
-        [sys.executable, "-c", webhooks._BOOT, LIB, config.path],
+        [sys.executable, "-c", _BOOT, LIB, config.path],
         env=dict(os.environ, CALLEXCHANGE_WEBHOOK_LINGER="30"),
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

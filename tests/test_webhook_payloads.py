@@ -15,11 +15,11 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
-from callexchange import webhooks
-from callexchange.spool import dumps_compact
-from callexchange.webhooks import (build_body, call_event, disposition, make_record,
-                                   percent_decode, recording_url, request_headers,
-                                   signing_key)
+from callexchange.webhooks import signing
+from callexchange.webhooks.spool import dumps_compact
+from callexchange.webhooks.payload import (build_body, call_event, disposition, make_record,
+                                           percent_decode, recording_url)
+from callexchange.webhooks.signing import request_headers, signing_key
 from schemas import validate
 
 UNIQUEID = "1732700000.483920174622"
@@ -162,7 +162,7 @@ def test_recording_url_quotes_what_a_url_cannot_hold():
 
 
 def test_percent_decode_undoes_call_percent_encode():
-    from callexchange.call import percent_encode
+    from callexchange.calls.endpoint import percent_encode
 
     for text in ("lead 7, NY", "100%", "Köln/✓", "a%zz", ""):
         assert percent_decode(percent_encode(text)) == text
@@ -213,7 +213,7 @@ def test_a_tampered_request_does_not_verify(tamper):
     elif tamper == "timestamp":
         headers["webhook-timestamp"] = "1732700002"
     else:
-        secret = webhooks.new_secret()
+        secret = signing.new_secret()
     with pytest.raises(VerificationError):
         verify(secret, headers, body, now=1732700001)
 
@@ -248,7 +248,7 @@ def test_signing_key_accepts_the_whsec_form_and_refuses_garbage():
 
 
 def test_new_secret_is_whsec_and_24_bytes_or_more():
-    secret = webhooks.new_secret()
+    secret = signing.new_secret()
     assert secret.startswith("whsec_")
     assert len(base64.b64decode(secret[6:], validate=True)) >= 24
 

@@ -91,8 +91,8 @@ def find_label(path, presented_key):
 def authenticate(keys_file, presented_key):
     """The label of the client sending `presented_key`, for an endpoint: raises the
     ApiError the endpoints answer (400 control characters, 401 unknown, 500 bad file)."""
-    from .errors import ApiError
-    from .params import check_no_control
+    from callexchange.errors import ApiError
+    from callexchange.params import check_no_control
     check_no_control("api-key", presented_key)
     if not os.path.exists(keys_file):
         # Every key would be "invalid": say what is really wrong, to the admin too.

@@ -9,8 +9,8 @@ import argparse
 import os
 import sys
 
-from . import config as config_module
-from . import keys
+from callexchange import config as config_module
+from callexchange import keys
 
 
 def main(argv=None):
@@ -24,7 +24,7 @@ def main(argv=None):
         elif before:
             print("usage: callexchange [--config FILE] sandbox [options]", file=sys.stderr)
             return 2
-        from . import sandbox
+        from callexchange.sandbox import server as sandbox
         return sandbox.main(argv[position + 1:])
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -82,7 +82,8 @@ def build_parser():
     status = ani_commands.add_parser("status", help="today's usage of every caller ID")
     status.set_defaults(handler=ani_status)
 
-    from . import cli_recordings, cli_webhooks
+    from callexchange.cli import recordings as cli_recordings
+    from callexchange.cli import webhooks as cli_webhooks
     cli_recordings.register(commands)
     cli_webhooks.register(commands)
 
@@ -157,7 +158,7 @@ def run_check(args):
         return 1
     report("ok", "config: %s" % path)
 
-    from .numbers import known_region
+    from callexchange.calls.numbers import known_region
     for section, key, region in ([("dial", "default_region", settings.dial.default_region)]
                                  + [("ani", code.lower(), code) for code in settings.ani.pools]):
         if not known_region(region):
@@ -201,7 +202,7 @@ def run_check(args):
 
     manager_file = os.path.join(args.asterisk_etc, "manager_callexchange.conf")
     if os.path.isdir(args.asterisk_etc):
-        from .asterisk_conf import manager_user_problems
+        from callexchange.pbx.asterisk_conf import manager_user_problems
         problems = manager_user_problems(manager_file, settings.ami.username,
                                          settings.ami.secret)
         for level, text in problems:
@@ -213,7 +214,7 @@ def run_check(args):
     if args.no_ami:
         report("warn", "ami: login not tested (--no-ami)")
     else:
-        from . import ami
+        from callexchange.pbx import ami
         target = "%s:%d as %s" % (settings.ami.host, settings.ami.port, settings.ami.username)
         try:
             ami.ping(settings.ami)
@@ -226,7 +227,7 @@ def run_check(args):
 # --- ani ---
 
 def ani_status(args):
-    from . import ani
+    from callexchange.calls import ani
     settings = config_module.load_config()
     usage = ani.AniLedger(settings.state.dir).usage()
     flagged = ani.read_flagged(settings.ani.flagged_file)

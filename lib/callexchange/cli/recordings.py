@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from . import config as config_module
+from callexchange import config as config_module
 
 
 def register(subparsers):
@@ -37,7 +37,7 @@ def register(subparsers):
 
 
 def _index(settings):
-    from .recording_index import RecordingIndex
+    from callexchange.recordings.index import RecordingIndex
     return RecordingIndex(settings.recordings.root,
                           os.path.join(settings.state.dir, "recordings-index"))
 
@@ -105,8 +105,8 @@ def reindex_command(args):
 
 
 def find_command(args):
-    from .errors import ApiError
-    from .recordings import error_reply, lookup, read_query
+    from callexchange.errors import ApiError
+    from callexchange.recordings.lookup import error_reply, lookup, read_query
 
     settings = config_module.load_config()
     params = {"phone": args.phone, "from": args.first, "to": args.last,

@@ -49,7 +49,8 @@ import struct
 import time
 import zlib
 
-from .recordings import AUDIO_EXTENSIONS, index_key, numbers_match, parse_name, valid_date
+from callexchange.recordings.names import (AUDIO_EXTENSIONS, index_key, numbers_match,
+                                           parse_name, valid_date)
 
 STATE_NAME = "state"
 LOCK_NAME = "lock"

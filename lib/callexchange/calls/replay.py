@@ -12,7 +12,7 @@ import json
 import os
 import time
 
-from .keys import sha256
+from callexchange.keys import sha256
 
 PRUNE_EVERY = 3600  # seconds between sweeps of expired entries
 

@@ -30,8 +30,8 @@ import time
 import wave
 import weakref
 
-DEFAULT_HOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "agi-bin", "callexchange-webhook.agi")
+DEFAULT_HOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))), "agi-bin", "callexchange-webhook.agi")
 DEFAULT_RING_SECONDS = 0.2
 # Audio written for one call at most (9.6 MB); the hangup still reports the full talk time.
 MAX_RECORDING_SECONDS = 600

@@ -37,7 +37,7 @@ def run(app=None):
 
     try:
         if app is None:
-            from .app import create_app
+            from callexchange.http.app import create_app
             app = create_app()
         chunks = app(environ, start_response)
         body = b"".join(chunks)

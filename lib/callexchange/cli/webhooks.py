@@ -47,8 +47,8 @@ def register(subparsers):
 
 
 def _context():
-    from .config import load_config
-    from .spool import Spool
+    from callexchange.config import load_config
+    from callexchange.webhooks.spool import Spool
 
     config = load_config()
     return config, Spool.for_state_dir(config.state.dir)
@@ -77,7 +77,7 @@ def webhooks_status(args, clock=time.time, out=None):
     holder = spool.lock_holder()
     print("deliverer: %s" % ("running (pid %s)" % holder if holder else "not running"),
           file=out)
-    from .webhooks import Deliverer
+    from callexchange.webhooks.deliverer import Deliverer
 
     endpoint = Deliverer(config, spool, clock=clock).endpoint_state()
     if endpoint.get("next_at", 0) > now:
@@ -127,7 +127,7 @@ def _summary_line(summary):
 def webhooks_deliver(args, out=None):
     out = out or sys.stdout
     config, spool = _context()
-    from .webhooks import Deliverer
+    from callexchange.webhooks.deliverer import Deliverer
 
     quiet = getattr(args, "quiet", False)
     if not config.webhook.url:
@@ -192,7 +192,7 @@ def webhooks_retry(args, clock=time.time, out=None):
         print("a deliverer is running (pid %s) and sends them now" % spool.lock_holder(),
               file=out)
         return 0
-    from .webhooks import Deliverer
+    from callexchange.webhooks.deliverer import Deliverer
 
     try:
         summary = Deliverer(config, spool, clock=clock).deliver(all_now=True)
@@ -203,7 +203,7 @@ def webhooks_retry(args, clock=time.time, out=None):
 
 
 def webhooks_secret(args, out=None):
-    from .webhooks import new_secret
+    from callexchange.webhooks.signing import new_secret
 
     out = out or sys.stdout
     print(new_secret(), file=out)

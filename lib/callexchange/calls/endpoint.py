@@ -8,10 +8,12 @@ edge, into the legacy shape with its `message: We fail on making a call...` line
 import os
 import time
 
-from . import ani, keys, numbers
-from .errors import ApiError, status_line
-from .params import bool_field, number_field, text_field
-from .replay import ReplayStore
+from callexchange import keys
+from callexchange.calls import ani, numbers
+from callexchange.calls.replay import ReplayStore
+from callexchange.errors import ApiError, status_line
+from callexchange.params import bool_field, number_field, text_field
+
 
 MISSING_ERROR = "Missing parameters: api-key, extension, or destination"
 _EXTENSION_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ*#+_.-")
@@ -148,7 +150,7 @@ def _issue_call(config, params, api_key, protect_double_click, not_after):
 
 
 def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after=None):
-    from . import ami
+    from callexchange.pbx import ami
 
     ledger = ani.AniLedger(config.state.dir)
     caller_id, clean = ledger.reserve(ani.candidates_for(config.ani, number.region,

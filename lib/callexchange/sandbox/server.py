@@ -19,7 +19,7 @@ What it answers, as Asterisk does (every reply echoes the ActionID):
   destination (answered, busy, no answer, failed, congestion).
 
     >>> with Sandbox(username="cx", secret="pw") as pbx:
-    ...     from callexchange.ami import AmiSession
+    ...     from callexchange.pbx.ami import AmiSession
     ...     with AmiSession("127.0.0.1", pbx.port, "cx", "pw", 1, 2) as ami:
     ...         _ = ami.login()
     ...         ami.action("Ping")["Ping"]
@@ -36,8 +36,8 @@ import threading
 import time
 from collections import namedtuple
 
-from . import sandbox_calls
-from .ami import MessageParser, encode_message
+from callexchange.sandbox import calls as sandbox_calls
+from callexchange.pbx.wire import encode_message, MessageParser
 
 BANNER = b"Asterisk Call Manager/5.0.1\r\n"
 
@@ -775,7 +775,7 @@ def parse_args(argv):
 
 def main(argv=None):
     """`callexchange sandbox`: serve in the foreground until SIGTERM or SIGINT."""
-    from .config import ConfigError, load_config
+    from callexchange.config import ConfigError, load_config
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:

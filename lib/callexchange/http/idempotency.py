@@ -1,0 +1,78 @@
+"""Idempotency-Key: a repeated key within 24 hours gets the first reply, and no second
+call is placed. What makes two requests "the same" is their parameters."""
+
+import json
+
+from callexchange.errors import ApiError
+from callexchange.http.body import parse_body
+from callexchange.http.reply import Reply
+from callexchange.keys import sha256
+from callexchange.params import normalize_names
+
+
+def request_fingerprint(body, content_type):
+    """What makes two requests "the same" for an Idempotency-Key: the parameters, not the
+    bytes. Key order, spacing, name case and JSON-RPC ids (client libraries count them
+    up on every retry) do not count; a body that does not parse is its bytes."""
+    try:
+        payload = parse_body(body, content_type)
+        if isinstance(payload, dict):
+            canonical = _canonical(payload)
+        else:
+            canonical = [_canonical(entry) if isinstance(entry, dict) else entry
+                         for entry in payload]
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    except (ApiError, TypeError, ValueError):
+        return sha256(body).hexdigest()
+    return sha256(text.encode("utf-8")).hexdigest()
+
+
+def replay_or_handle(state_dir, idempotency_key, header_key, body, content_type, handle):
+    """Replay the first reply for a repeated Idempotency-Key (24 hours), else run
+    `handle()` -> (Reply, placed) and remember its reply when a call was placed."""
+    from callexchange.calls.replay import ReplayStore
+
+    if not 1 <= len(idempotency_key) <= 255 or not all(32 < ord(c) < 127 for c in idempotency_key):
+        raise ApiError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters "
+                            "without spaces")
+    store = ReplayStore(state_dir + "/idempotency", 24 * 3600)
+    scope = sha256((header_key or "").encode("utf-8")).hexdigest()
+    fingerprint = request_fingerprint(body, content_type)
+    with store.guard(scope + "\0" + idempotency_key, fingerprint) as guard:
+        if guard.mismatch:
+            raise ApiError(422, "This Idempotency-Key was already used with a different "
+                                "request body")
+        if guard.previous is not None:
+            status, reply_body = guard.previous
+            reply_body = with_request_ids(reply_body, body, content_type)
+            return Reply(status, reply_body, [("Idempotent-Replayed", "true")])
+        reply, placed = handle()
+        if placed:
+            guard.remember(reply.status, reply.body)
+    store.prune()
+    return reply
+
+
+def with_request_ids(reply_body, body, content_type):
+    """A replayed JSON-RPC reply carries the ids of the request it answers now (a retry
+    may number its request anew); a plain reply is returned as it is."""
+    try:
+        payload = parse_body(body, content_type)
+    except ApiError:
+        return reply_body
+    if isinstance(payload, dict) and isinstance(reply_body, dict) and "jsonrpc" in reply_body:
+        return dict(reply_body, id=payload.get("id"))
+    if isinstance(payload, list) and isinstance(reply_body, list):
+        ids = [entry.get("id") for entry in payload if isinstance(entry, dict) and "id" in entry]
+        if len(ids) == len(reply_body):
+            return [dict(answer, id=request_id) for answer, request_id in zip(reply_body, ids)]
+    return reply_body
+
+
+def _canonical(payload):
+    payload = normalize_names(payload)
+    if "jsonrpc" in payload:
+        payload.pop("id", None)
+        if isinstance(payload.get("params"), dict):
+            payload["params"] = normalize_names(payload["params"])
+    return payload

@@ -1,0 +1,146 @@
+"""The dialplan hook, `AGI(callexchange-webhook.agi,connect|hangup)`: read the call's
+channel variables over AGI, spool the event durably, wake or start the deliverer, return.
+
+Its whole run must fit in 50 ms whatever the CRM does, and a webhook problem must never
+change the call: it always exits 0. It runs with `python3 -S`: stdlib only.
+"""
+
+import os
+import sys
+
+from callexchange.webhooks.deliverer import start_deliverer
+from callexchange.webhooks.payload import CALL_VARIABLES, EVENTS, HANGUP_VARIABLES, make_record
+from callexchange.webhooks.spool import Spool
+
+
+def _lenient_config(path):
+    """What the hook needs of a config that does not validate: the raw [state] dir,
+    [webhook] url and extended, [recordings] base_url, defaults where absent. None if the
+    file cannot be read or parsed at all."""
+    from types import SimpleNamespace
+
+    from callexchange.config import config_path, ConfigError, DEFAULT_PATH, parse_ini, SCHEMA
+
+    path = path or config_path()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = parse_ini(handle.read(), path)
+    except (OSError, UnicodeDecodeError, ConfigError):
+        return None
+
+    def value(section, key):
+        given = raw.get(section, {}).get(key)
+        return given[0] if given else SCHEMA[section][key][1]
+
+    extended = value("webhook", "extended").strip().lower() in ("1", "yes", "true", "on")
+    return SimpleNamespace(
+        path=path or DEFAULT_PATH,
+        state=SimpleNamespace(dir=value("state", "dir")),
+        webhook=SimpleNamespace(url=value("webhook", "url"), extended=extended),
+        recordings=SimpleNamespace(base_url=value("recordings", "base_url")))
+
+
+def _log(session, message):
+    sys.stderr.write("callexchange-webhook: %s\n" % message)
+    if session is not None:
+        session.verbose("callexchange-webhook: %s" % message)
+
+
+def read_call(session, event):
+    """The channel variables the `event` needs, over an AgiSession: one GET FULL VARIABLE
+    of their names (a GET VARIABLE each if that fails), plus CDR(billsec) when needed.
+    Raises agi.AgiError; what was read before the error is in the exception's `partial`."""
+    from callexchange.pbx.agi import AgiError
+
+    variables = {}
+    try:
+        variables.update(session.get_variables(
+            CALL_VARIABLES + (HANGUP_VARIABLES if event == "hangup" else ())))
+        if (event == "hangup" and variables.get("DIALSTATUS", "").upper() == "ANSWER"
+                and not variables.get("ANSWEREDTIME")):
+            variables["CDR(billsec)"] = session.get_variable("CDR(billsec)")
+    except AgiError as error:
+        error.partial = variables
+        raise
+    return variables
+
+
+def hook_main(argv=None, read_fd=0, write_fd=1, environ=None):
+    """`AGI(callexchange-webhook.agi,connect|hangup)`: spool the event, wake or start the
+    deliverer, return. Always exits 0: a webhook problem must never change the call."""
+    try:
+        import _signal as signals  # the core of `signal`, which imports enum: ~5 ms
+    except ImportError:  # pragma: no cover - other interpreters
+        import signal as signals
+
+    # Asterisk sends SIGHUP when the channel hangs up (the hangup event runs exactly
+    # then): the event must still be written.
+    signals.signal(signals.SIGHUP, signals.SIG_IGN)
+    argv = sys.argv if argv is None else argv
+    try:
+        return _hook(argv, read_fd, write_fd, os.environ if environ is None else environ)
+    except Exception:
+        import traceback
+
+        _log(None, "internal error, event not sent:\n" + traceback.format_exc())
+        return 0
+
+
+def _hook(argv, read_fd, write_fd, environ):
+    from callexchange.pbx.agi import AgiError, AgiSession
+
+    event = argv[1].strip().lower() if len(argv) > 1 else ""
+    if event not in EVENTS:
+        _log(None, "usage: AGI(callexchange-webhook.agi,connect|hangup), got %r" % event)
+        return 0
+    session = AgiSession(read_fd, write_fd)
+    environment = {}
+    try:
+        environment = session.read_environment()
+        variables = read_call(session, event)
+    except AgiError as error:
+        # Asterisk went away mid-way: send what we have if we know whose call it is.
+        _log(None, "AGI: %s" % error)
+        session = None
+        variables = getattr(error, "partial", {})
+    uniqueid = variables.get("CX_UNIQUEID") or environment.get("agi_uniqueid", "")
+    if not uniqueid:
+        _log(session, "no CX_UNIQUEID on this channel; no %s webhook" % event)
+        return 0
+    # (A call the gateway did not place has no CX_UNIQUEID: the channel's own id serves.)
+    variables["CX_UNIQUEID"] = uniqueid
+
+    from callexchange.config import ConfigError, load_config
+
+    try:
+        config = load_config(environ.get("CALLEXCHANGE_CONFIG") or None)
+    except ConfigError as error:
+        # An admin mid-edit must not cost a call its webhook: spool it with what can be
+        # read of the file; the deliverer sends it once the config loads again.
+        config = _lenient_config(environ.get("CALLEXCHANGE_CONFIG") or None)
+        _log(session, "config: %s; %s webhook of %s spooled, sent once the config is "
+                      "fixed" % (error, event, uniqueid))
+        if config is None:
+            _log(session, "config unreadable: %s webhook of %s not sent" % (event, uniqueid))
+            return 0
+    if not config.webhook.url:
+        return 0
+    record = make_record(event, variables, config.webhook, config.recordings.base_url)
+    spool = Spool.for_state_dir(config.state.dir)
+    try:
+        pause = float(environ.get("CALLEXCHANGE_HOOK_TEST_PAUSE") or 0)
+    except ValueError:
+        pause = 0.0
+    try:
+        spool.add(record, pause_before_publish=pause)
+    except OSError as error:
+        _log(session, "cannot write %s: %s; %s webhook of %s lost"
+             % (spool.root, error.strerror or error, event, uniqueid))
+        return 0
+    try:
+        if not spool.wake():
+            start_deliverer(config.path)
+    except OSError as error:
+        _log(session, "cannot start the deliverer (%s); the timer will send the event"
+             % (error.strerror or error))
+    return 0
