@@ -2,7 +2,9 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+# The package from lib/, and the shared test helpers (paths, apache_server...) from any folder.
+sys.path[:0] = [os.path.join(os.path.dirname(_TESTS), "lib"), _TESTS]
 
 
 # --- shared fixtures: a test config, a keys file with a known key, a sandbox PBX ---

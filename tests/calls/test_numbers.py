@@ -8,11 +8,11 @@ import sys
 import threading
 
 import pytest
+from paths import LIB
 
 from callexchange.calls import numbers
 from callexchange.calls.numbers import analyze, NotAPhoneNumber, split_destination
 
-LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 
 
 @pytest.fixture(scope="module")

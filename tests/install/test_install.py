@@ -19,10 +19,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
 from callexchange.config import config_from_text, ConfigError, SCHEMA
 
-REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.sh"
 EXAMPLE = REPO / "etc" / "callexchange.ini.example"
 

@@ -15,13 +15,13 @@ import threading
 import time
 
 import pytest
+from paths import LIB
 
 from callexchange.pbx import ami, wire
 from callexchange.sandbox import server as sandbox_module
 from callexchange.pbx.wire import MessageParser
 from callexchange.sandbox.server import Outcome, Sandbox
 
-LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 USER = "callexchange"
 SECRET = "s3cret"
 LOGIN = (b"Action: Login\r\nActionID: L1\r\nUsername: callexchange\r\nSecret: s3cret\r\n"

@@ -22,8 +22,8 @@ from callexchange.webhooks.deliverer import PROBE_INTERVAL
 from callexchange.sandbox.calls import agi_environment, DEFAULT_HOOK, run_hook
 from callexchange.webhooks.spool import Spool
 from test_webhook_delivery import make_config
+from paths import LIB
 
-LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 UNIQUEID = "1732700000.483920174622"
 CALL = {"CX_UNIQUEID": UNIQUEID, "CX_DESTINATION": "12127773456", "CX_EXTENSION": "2001",
         "CX_ANI": "12125550100", "CX_CRM_ID": "lead%207", "CX_MODE": "agent_first",

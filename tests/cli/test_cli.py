@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from paths import LIB
 
 from callexchange import keys
 
-LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 BIN = os.path.join(os.path.dirname(LIB), "bin", "callexchange")
 
 

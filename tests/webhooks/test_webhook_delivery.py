@@ -28,8 +28,8 @@ from callexchange.webhooks.deliverer import Deliverer
 from callexchange.webhooks.payload import make_record
 from conftest import config_text
 from crm_standin import SECRET
+from paths import LIB
 
-LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 
 
 class Clock:

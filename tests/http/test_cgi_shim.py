@@ -8,8 +8,9 @@ import sys
 
 from callexchange import keys
 from conftest import TEST_API_KEY, config_text
+from paths import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(REPO)
 
 
 def run_cgi(script, environ, body=b""):

@@ -14,10 +14,10 @@ import sys
 import time
 
 import pytest
+from paths import LIB
 
 from callexchange.webhooks.spool import call_key, dumps_compact, Spool
 
-LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 
 
 def record(event, call, body="{}", **extra):
