@@ -33,7 +33,7 @@ def test_only_digests_reach_the_disk(path):
         stored = handle.read()
     assert secret.encode() not in stored
     assert hashlib.sha256(secret.encode()).hexdigest().encode() in stored
-    assert not [n for n in os.listdir(os.path.dirname(path)) if ".tmp." in n]
+    assert os.listdir(os.path.dirname(path)) == ["api-keys"]  # no temporary file left
 
 
 def test_created_is_recorded_in_utc(path):

@@ -108,39 +108,23 @@ def authenticate(keys_file, presented_key):
 
 
 def _write_keys(path, entries):
-    """Replace the keys file atomically (temp file, fsync, rename), mode 0640."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    temporary = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            # 0640 whatever the umask: an admin's 077 would hide it from the web server.
-            os.fchmod(handle.fileno(), 0o640)
-            handle.write("# CallExchange API keys: label, SHA-256 of the key, created (UTC)\n")
-            for label, stored, created in entries:
-                handle.write("%s\t%s\t%s\n" % (label, stored, created))
-            handle.flush()
-            os.fsync(handle.fileno())
-        _keep_ownership(path, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """Replace the keys file atomically. A new file is 0640 whatever the umask (an
+    admin's 077 would hide it from the web server); a replaced one keeps its mode, and,
+    when root edits it, its owner and group, so the web server can still read it."""
+    from callexchange.statedir import atomic_write
 
-
-def _keep_ownership(original, replacement):
-    """Give the new file the old one's group, so the web server can still read it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    mode, owner = 0o640, None
     try:
-        info = os.stat(original)
+        info = os.stat(path)
+        mode = info.st_mode & 0o777
+        if os.geteuid() == 0:
+            owner = (info.st_uid, info.st_gid)
     except FileNotFoundError:
-        return
-    try:
-        os.chown(replacement, info.st_uid, info.st_gid)
-    except PermissionError:
         pass
-    os.chmod(replacement, info.st_mode & 0o777)
+    lines = ["# CallExchange API keys: label, SHA-256 of the key, created (UTC)\n"]
+    lines.extend("%s\t%s\t%s\n" % entry for entry in entries)
+    atomic_write(path, "".join(lines), mode=mode, owner=owner)
 
 
 def add_key(path, label, key=None):

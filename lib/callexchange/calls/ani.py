@@ -3,13 +3,15 @@
 The choice is a pure function (`choose_caller_id`); the counts live in one small JSON file
 per day under `[state] dir/ani/`, read and rewritten under an exclusive flock so that
 concurrent CGI processes never lose or double an increment, and replaced atomically
-(temp file, fsync, rename) so a crash leaves yesterday's good copy, never half a file.
+(`statedir.atomic_write`) so a crash leaves the last good copy, never half a file.
 """
 
 import fcntl
 import json
 import os
 import time
+
+from callexchange.statedir import StateDir, atomic_write, owner_for
 
 KEEP_DAYS = 7
 
@@ -70,7 +72,7 @@ class AniLedger:
     """Today's per-number call counts, durable and exact across processes."""
 
     def __init__(self, state_dir, clock=time.time):
-        self.directory = os.path.join(state_dir, "ani")
+        self.directory = StateDir(state_dir).ani
         self.clock = clock
 
     def _day(self):
@@ -95,13 +97,8 @@ class AniLedger:
         return counts if isinstance(counts, dict) else {}
 
     def _write(self, day, counts):
-        final = self._path(day)
-        temporary = final + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(counts, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
+        atomic_write(self._path(day), json.dumps(counts, sort_keys=True),
+                     owner=owner_for(self.directory))
 
     def reserve(self, candidates, flagged, daily_limit):
         """Choose a caller ID and count the call against it, atomically. Returns (number, clean)."""

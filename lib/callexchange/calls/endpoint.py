@@ -13,6 +13,7 @@ from callexchange.calls import ani, numbers
 from callexchange.calls.replay import ReplayStore
 from callexchange.errors import ApiError, status_line
 from callexchange.params import bool_field, number_field, text_field
+from callexchange.statedir import StateDir
 
 
 MISSING_ERROR = "Missing parameters: api-key, extension, or destination"
@@ -123,7 +124,7 @@ def _issue_call(config, params, api_key, protect_double_click, not_after):
         raise ApiError(500, "Server configuration error: %s" % error)
     try:
         number = numbers.analyze(destination, config.dial.default_region,
-                                 carrier_cache_dir=config.state.dir + "/numbers")
+                                 carrier_cache_dir=StateDir(config.state.dir).numbers)
     except numbers.NotAPhoneNumber as error:
         raise ApiError(400, str(error), field="destination") from None
 
@@ -133,7 +134,7 @@ def _issue_call(config, params, api_key, protect_double_click, not_after):
     if not protect_double_click or config.dial.dedupe_seconds <= 0:
         status, body = place()
         return status, body, True
-    store = ReplayStore(config.state.dir + "/dedupe", config.dial.dedupe_seconds)
+    store = ReplayStore(StateDir(config.state.dir).dedupe, config.dial.dedupe_seconds)
     with store.guard("%s\0%s\0%s" % (label, extension, number.dial_digits)) as guard:
         if guard.previous is not None:
             status, body = guard.previous

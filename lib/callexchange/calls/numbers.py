@@ -228,27 +228,22 @@ def build_carrier_shards():
     return shards
 
 
-def _temporary_name(final):
-    # Per process and per thread: under mod_wsgi, threads of one process may build the
-    # shards at the same time, and must not write into each other's temp files.
-    import _thread
-    return "%s.%d.%d.tmp" % (final, os.getpid(), _thread.get_ident())
-
-
 def write_carrier_shards(shards, directory):
-    """Write each shard atomically, so a concurrent reader sees all of a file or none."""
+    """Write each shard atomically, so a concurrent reader sees all of a file or none (the
+    temporary names are per process and thread: under mod_wsgi, threads of one process
+    may build the shards at the same time). A cache: not fsynced."""
+    from callexchange.statedir import atomic_write, owner_for
+
     os.makedirs(directory, exist_ok=True)
+    owner = owner_for(directory)
+
+    def write(code, text):
+        atomic_write(os.path.join(directory, "%d.json" % code), text, mode=0o644,
+                     owner=owner, durable=False)
+
     for code, shard in shards.items():
-        final = os.path.join(directory, "%d.json" % code)
-        temporary = _temporary_name(final)
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(shard, handle, ensure_ascii=False, separators=(",", ":"))
-        os.replace(temporary, final)
+        write(code, json.dumps(shard, ensure_ascii=False, separators=(",", ":")))
     # Calling codes without carrier data get an empty shard, so they are not rebuilt.
     for code in _phonenumberutil().COUNTRY_CODE_TO_REGION_CODE:
-        final = os.path.join(directory, "%d.json" % code)
-        if code not in shards and not os.path.exists(final):
-            temporary = _temporary_name(final)
-            with open(temporary, "w", encoding="utf-8") as handle:
-                handle.write('{"":0}')
-            os.replace(temporary, final)
+        if code not in shards and not os.path.exists(os.path.join(directory, "%d.json" % code)):
+            write(code, '{"":0}')

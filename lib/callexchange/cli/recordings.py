@@ -14,6 +14,7 @@ import sys
 import time
 
 from callexchange import config as config_module
+from callexchange.statedir import StateDir
 
 
 def register(subparsers):
@@ -39,7 +40,7 @@ def register(subparsers):
 def _index(settings):
     from callexchange.recordings.index import RecordingIndex
     return RecordingIndex(settings.recordings.root,
-                          os.path.join(settings.state.dir, "recordings-index"))
+                          StateDir(settings.state.dir).recordings_index)
 
 
 class ProgressBar:

@@ -8,6 +8,7 @@ from callexchange.http.body import parse_body
 from callexchange.http.reply import Reply
 from callexchange.keys import sha256
 from callexchange.params import normalize_names
+from callexchange.statedir import StateDir
 
 
 def request_fingerprint(body, content_type):
@@ -35,7 +36,7 @@ def replay_or_handle(state_dir, idempotency_key, header_key, body, content_type,
     if not 1 <= len(idempotency_key) <= 255 or not all(32 < ord(c) < 127 for c in idempotency_key):
         raise ApiError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters "
                             "without spaces")
-    store = ReplayStore(state_dir + "/idempotency", 24 * 3600)
+    store = ReplayStore(StateDir(state_dir).idempotency, 24 * 3600)
     scope = sha256((header_key or "").encode("utf-8")).hexdigest()
     fingerprint = request_fingerprint(body, content_type)
     with store.guard(scope + "\0" + idempotency_key, fingerprint) as guard:

@@ -49,6 +49,8 @@ import struct
 import time
 import zlib
 
+from callexchange.statedir import atomic_file, atomic_write, give, owner_for
+
 from callexchange.recordings.names import (AUDIO_EXTENSIONS, index_key, numbers_match,
                                            parse_name, valid_date)
 
@@ -382,32 +384,23 @@ def _write_segment(directory, seg_id, buckets, blocks, total_lines, durable=Fals
     temporary = os.path.join(directory, "tmp-seg-%s-%d" % (seg_id, os.getpid()))
     final = os.path.join(directory, "seg-%s.idx" % seg_id)
     slots = [None] * buckets
-    with open(temporary, "wb") as handle:
-        try:
-            handle.write(HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, buckets, total_lines,
-                                     seg_id.encode("ascii")))
-            handle.write(b"\0" * (SLOT.size * buckets))
-            offset = HEADER.size + SLOT.size * buckets
-            for bucket, lines in blocks:
-                text = "#%s %d\n" % (seg_id, bucket)
-                if lines:
-                    text += "\n".join(lines) + "\n"
-                block = zlib.compress(text.encode("utf-8"), 6)
-                handle.write(block)
-                slots[bucket] = (offset, len(block))
-                offset += len(block)
-            if any(slot is None for slot in slots):
-                raise ValueError("segment %s: a bucket was not written" % seg_id)
-            handle.seek(HEADER.size)
-            handle.write(b"".join(SLOT.pack(*slot) for slot in slots))
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        except BaseException:
-            handle.close()
-            os.unlink(temporary)
-            raise
-    os.replace(temporary, final)
+    with atomic_file(final, temporary=temporary, mode=0o644, durable=durable) as handle:
+        handle.write(HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, buckets, total_lines,
+                                 seg_id.encode("ascii")))
+        handle.write(b"\0" * (SLOT.size * buckets))
+        offset = HEADER.size + SLOT.size * buckets
+        for bucket, lines in blocks:
+            text = "#%s %d\n" % (seg_id, bucket)
+            if lines:
+                text += "\n".join(lines) + "\n"
+            block = zlib.compress(text.encode("utf-8"), 6)
+            handle.write(block)
+            slots[bucket] = (offset, len(block))
+            offset += len(block)
+        if any(slot is None for slot in slots):
+            raise ValueError("segment %s: a bucket was not written" % seg_id)
+        handle.seek(HEADER.size)
+        handle.write(b"".join(SLOT.pack(*slot) for slot in slots))
     return final
 
 
@@ -780,20 +773,8 @@ class RecordingIndex:
 
     def _write_state(self, state, durable=False):
         temporary = os.path.join(self.directory, "tmp-state-%d-%s" % (os.getpid(), _new_id()))
-        try:
-            with open(temporary, "wb") as handle:
-                handle.write(state.serialize())
-                if durable:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            self._adopt(temporary)
-            os.replace(temporary, os.path.join(self.directory, STATE_NAME))
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except FileNotFoundError:
-                pass
-            raise
+        atomic_write(os.path.join(self.directory, STATE_NAME), state.serialize(),
+                     temporary=temporary, mode=0o644, owner=self._owner(), durable=durable)
 
     def forget(self, days):
         """Day folders where a hit had gone: scan them again now (best effort)."""
@@ -962,14 +943,14 @@ class RecordingIndex:
             os.makedirs(self.directory, exist_ok=True)
             self._adopt(self.directory)
 
+    def _owner(self):
+        # The state dir's owner (statedir.owner_for): run as root (the admin tool), what
+        # we create goes to it, so the web server can keep the index up to date.
+        return owner_for(os.path.dirname(self.directory.rstrip("/")) or "/")
+
     def _adopt(self, path):
-        """Run as root (the admin tool), give what we create to the owner of the state
-        dir, so the web server (www-data) can keep the index up to date."""
-        if not hasattr(os, "geteuid") or os.geteuid() != 0:
-            return
         try:
-            owner = os.stat(os.path.dirname(self.directory.rstrip("/")) or "/")
-            os.chown(path, owner.st_uid, owner.st_gid)
+            give(path, self._owner())
         except OSError:
             pass
 

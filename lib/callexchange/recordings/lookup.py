@@ -8,6 +8,7 @@ through the index (`recordings.index`, never walked per request) and `recordings
 
 from callexchange.errors import ApiError, status_line
 from callexchange.params import check_no_control, text_field
+from callexchange.statedir import StateDir
 from callexchange.recordings.names import (DIGITS, PHONE_MAX, PHONE_MIN, is_uniqueid,
                                            number_digits,
                                            parse_name, valid_date)
@@ -159,7 +160,7 @@ def lookup(config, query, index=None):
 
     root = config.recordings.root
     if index is None:
-        index = RecordingIndex(root, os.path.join(config.state.dir, "recordings-index"))
+        index = RecordingIndex(root, StateDir(config.state.dir).recordings_index)
     found = index.find(query.phone, query.first_day, query.last_day)     # by day
     replies, gone = [], set()
     end = len(found)

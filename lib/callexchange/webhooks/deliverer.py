@@ -21,6 +21,7 @@ import os
 import sys
 import time
 
+from callexchange.statedir import atomic_write
 from callexchange.webhooks.retry import MAX_AGE, Attempt, backoff_delay, classify, parse_retry_after
 from callexchange.webhooks.signing import request_headers, signing_key
 from callexchange.webhooks.spool import Spool
@@ -147,13 +148,7 @@ class Deliverer:
             except FileNotFoundError:
                 pass
             return
-        tmp = "%s.%d.tmp" % (path, os.getpid())
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(state, handle)
-        owner = self.spool.owner()
-        if owner is not None:
-            os.chown(tmp, *owner)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(state), owner=self.spool.owner(), durable=False)
 
     # --- passes over the spool ---
 

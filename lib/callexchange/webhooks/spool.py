@@ -34,6 +34,8 @@ import errno
 import os
 import time
 
+from callexchange.statedir import StateDir, atomic_file, atomic_write, give, owner_for
+
 EVENT_RANK = {"connect": 0, "hangup": 1}
 STALE_TMP_SECONDS = 600
 WAKE = b"!"            # a hook's wake-up: a new event
@@ -112,27 +114,6 @@ def dumps_compact(value):
     raise TypeError("cannot encode %r" % type(value).__name__)
 
 
-def _fsync_directory(path):
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path, data, fsync=True, owner=None):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    try:
-        if owner is not None:
-            os.fchown(fd, *owner)
-        while data:
-            data = data[os.write(fd, data):]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Spool:
     """The spool directory `root` (created on first write)."""
 
@@ -149,7 +130,7 @@ class Spool:
     @classmethod
     def for_state_dir(cls, state_dir):
         """The spool of a gateway whose `[state] dir` is `state_dir`."""
-        return cls(os.path.join(state_dir, "webhooks"))
+        return cls(StateDir(state_dir).webhooks)
 
     def ensure(self):
         """Create the directories and the wake FIFO if missing."""
@@ -164,29 +145,20 @@ class Spool:
             pass
 
     def owner(self):
-        """(uid, gid) to give the files we create, when root works in a spool that belongs
-        to someone else (an admin running `callexchange webhooks ...` as root in Asterisk's
-        spool: the hook and the timer, as Asterisk's user, must still read what root
-        wrote). None otherwise."""
-        if os.geteuid() != 0:
-            return None
-        try:
-            status = os.stat(self.root)
-        except FileNotFoundError:
-            return None
-        return None if status.st_uid == 0 else (status.st_uid, status.st_gid)
+        """(uid, gid) to give the files we create (`statedir.owner_for`): an admin running
+        `callexchange webhooks ...` as root in Asterisk's spool must leave files the hook
+        and the timer, as Asterisk's user, can still read and replace. None otherwise."""
+        return owner_for(self.root)
 
     def _give(self, path):
-        owner = self.owner()
-        if owner is not None:
-            os.chown(path, *owner)
+        give(path, self.owner())
 
     # --- writing (the hook) ---
 
     def add(self, record, pause_before_publish=0.0, clock=time.time_ns):
         """Publish `record` (a dict with at least "event" and "call") durably; return its
-        name in new/. `pause_before_publish` (seconds) sleeps between the fsync of the tmp
-        file and the rename: only for the crash tests."""
+        name in new/. `pause_before_publish` (seconds) sleeps between the write of the tmp
+        file and its publication: only for the crash tests."""
         event = record["event"]
         if event not in EVENT_RANK:
             raise ValueError("unknown event %r" % event)
@@ -194,17 +166,20 @@ class Spool:
         name = "%019d.%d.%s.%s" % (created_ns, os.getpid(), event, call_key(record["call"]))
         record = dict(record, created_ns=created_ns)
         data = dumps_compact(record).encode("utf-8")
-        tmp_path = os.path.join(self.tmp, name)
-        try:
-            _write_durably(tmp_path, data)
-        except FileNotFoundError:
-            self.ensure()
-            _write_durably(tmp_path, data)
-        if pause_before_publish:
-            time.sleep(pause_before_publish)
-        os.rename(tmp_path, os.path.join(self.new, name))
-        _fsync_directory(self.new)
-        return name
+        # Maildir: written and fsynced in tmp/, then renamed into new/ (and new/ fsynced).
+        for attempt in (1, 2):
+            try:
+                with atomic_file(os.path.join(self.new, name), temporary=os.path.join(
+                        self.tmp, name), sync_directory=True) as handle:
+                    handle.write(data)
+                    if pause_before_publish:
+                        handle.flush()
+                        time.sleep(pause_before_publish)
+                return name
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                self.ensure()
 
     # --- reading (the deliverer and the admin tool) ---
 
@@ -260,11 +235,11 @@ class Spool:
         data = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         tmp_path = os.path.join(self.tmp, "%s.update.%d" % (name, os.getpid()))
         try:
-            os.unlink(tmp_path)
+            os.unlink(tmp_path)  # a leftover of a writer killed before its rename
         except FileNotFoundError:
             pass
-        _write_durably(tmp_path, data, owner=self.owner())
-        os.rename(tmp_path, os.path.join(directory, name))
+        atomic_write(os.path.join(directory, name), data, temporary=tmp_path,
+                     owner=self.owner())
 
     def update(self, name, record):
         """Store the delivery state of a pending event (attempts, next try, last error)."""

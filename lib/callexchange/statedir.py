@@ -1,0 +1,162 @@
+"""The state dir (`[state] dir`): which file lives where, the one atomic write, and the one
+ownership rule. Every module that keeps state on disk names its place through `StateDir`
+and replaces files through `atomic_write` / `atomic_file`.
+
+Layout::
+
+    ani/               caller-ID usage counts, one JSON file per day       calls.ani
+    idempotency/       first replies, for Idempotency-Key replays           http.idempotency
+    dedupe/            first replies, for repeated calls                    calls.endpoint
+    numbers/           carrier names, sharded from phonenumbers' data        calls.numbers
+    recordings-index/  the index of the recordings archive                  recordings.index
+    webhooks/          the webhook spool (Asterisk's user writes it)        webhooks.spool
+
+Ownership: the gateway runs as two users (the web server's, and Asterisk's for the hook)
+and the admin runs `callexchange` as root. What root creates in a directory that belongs
+to someone else is given to that owner (`owner_for`), so the services can still read and
+replace it.
+
+Imported by the hook (`python3 -S`, a 50 ms budget): stdlib only, nothing but `os`.
+
+>>> StateDir("/var/lib/callexchange").ani
+'/var/lib/callexchange/ani'
+"""
+
+import os
+
+
+class StateDir:
+    """The places under one `[state] dir`."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root):
+        self.root = root
+
+    def __repr__(self):
+        return "StateDir(%r)" % self.root
+
+    def _part(self, name):
+        return os.path.join(self.root, name)
+
+    ani = property(lambda self: self._part("ani"))
+    idempotency = property(lambda self: self._part("idempotency"))
+    dedupe = property(lambda self: self._part("dedupe"))
+    numbers = property(lambda self: self._part("numbers"))
+    recordings_index = property(lambda self: self._part("recordings-index"))
+    webhooks = property(lambda self: self._part("webhooks"))
+
+
+def owner_for(directory):
+    """(uid, gid) to give to what we create in `directory` (or, if it does not exist yet,
+    in its nearest existing parent), when we run as root and that directory belongs to
+    someone else; None otherwise (nothing to change).
+
+    >>> owner_for("/") is None   # root's own directory
+    True
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    path = os.path.abspath(directory)
+    while True:
+        try:
+            status = os.stat(path)
+            break
+        except FileNotFoundError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
+    return None if status.st_uid == 0 else (status.st_uid, status.st_gid)
+
+
+def give(path, owner):
+    """chown `path` to `owner` ((uid, gid) or None: nothing to do)."""
+    if owner is not None:
+        os.chown(path, *owner)
+
+
+def fsync_directory(path):
+    """Make a rename or a new file in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class atomic_file:
+    """Write a file that appears whole or not at all, even if the writer is killed::
+
+        with atomic_file(final) as handle:      # a binary file object
+            handle.write(data)
+
+    The data goes to `temporary` (by default a hidden name beside `final`, unique per
+    process and thread), is fsync()ed when `durable`, gets `mode` and `owner`, and is
+    renamed over `final` when the block ends without an exception; on an exception the
+    temporary file is removed and `final` is untouched. `sync_directory` also fsyncs the
+    directory of `final`, so the rename itself survives a power loss.
+    """
+
+    def __init__(self, final, *, temporary=None, mode=0o640, owner=None, durable=True,
+                 sync_directory=False):
+        if temporary is None:
+            import _thread
+            head, tail = os.path.split(final)
+            temporary = os.path.join(head, ".%s.%d.%d.tmp" % (tail, os.getpid(),
+                                                              _thread.get_ident()))
+        self.final = final
+        self.temporary = temporary
+        self.mode = mode
+        self.owner = owner
+        self.durable = durable
+        self.sync_directory = sync_directory
+        self._handle = None
+
+    def __enter__(self):
+        fd = os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
+        try:
+            os.fchmod(fd, self.mode)  # whatever the umask
+            if self.owner is not None:
+                os.fchown(fd, *self.owner)
+            self._handle = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            os.unlink(self.temporary)
+            raise
+        return self._handle
+
+    def __exit__(self, exc_type, exc, tb):
+        handle, self._handle = self._handle, None
+        try:
+            if exc_type is None:
+                handle.flush()
+                if self.durable:
+                    os.fsync(handle.fileno())
+            handle.close()
+            if exc_type is None:
+                os.rename(self.temporary, self.final)
+                if self.sync_directory:
+                    fsync_directory(os.path.dirname(self.final) or ".")
+                return False
+        except BaseException:
+            _unlink_quietly(self.temporary)
+            raise
+        _unlink_quietly(self.temporary)
+        return False
+
+
+def atomic_write(final, data, **options):
+    """Replace `final` with `data` (bytes or str, UTF-8) atomically; the options of
+    `atomic_file`. Raises OSError (ENOSPC included), leaving `final` as it was."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    with atomic_file(final, **options) as handle:
+        handle.write(data)
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
