@@ -19,10 +19,9 @@ DAYS = ["202407%02d" % n for n in range(1, 11)]
 
 
 @pytest.fixture
-def setup(tmp_path, keys_file, monkeypatch):
+def setup(tmp_path, keys_file):
     path = tmp_path / "callexchange.ini"
     path.write_text(config_text(tmp_path, 5038))
-    monkeypatch.setenv("CALLEXCHANGE_CONFIG", str(path))
     config = load_config(str(path))
     for number, day in enumerate(DAYS):
         folder = os.path.join(config.recordings.root, day[:4], day[4:6], day[6:])
@@ -33,15 +32,17 @@ def setup(tmp_path, keys_file, monkeypatch):
     return config
 
 
-def run(*argv):
+def run(config, *argv):
+    """The admin tool's `recordings` commands, in-process, with `--config` of `config`."""
     parser = argparse.ArgumentParser(prog="callexchange")
+    parser.add_argument("--config")
     cli_recordings.register(parser.add_subparsers(metavar="COMMAND"))
-    args = parser.parse_args(list(argv))
+    args = parser.parse_args(["--config", config.path] + list(argv))
     return args.handler(args)
 
 
 def test_reindex_builds_the_index_with_progress_lines_when_not_a_terminal(setup, capsys):
-    assert run("recordings", "reindex") == 0
+    assert run(setup, "recordings", "reindex") == 0
     out, err = capsys.readouterr()
     assert out.startswith("indexed 10 recordings in 10 day folders of %s"
                           % setup.recordings.root)
@@ -78,7 +79,7 @@ def test_find_prints_exactly_what_the_endpoint_answers(setup, capsys):
         ((LEAD, "--uniqueid", "1720000004.4"), {"phone": LEAD, "uniqueid": "1720000004.4"}),
         (("19995550000",), {"phone": "19995550000"}),
     ]:
-        assert run("recordings", "find", *argv) == 0
+        assert run(setup, "recordings", "find", *argv) == 0
         out = capsys.readouterr().out
         response = app.get("/recorded/v1/find_phone_files.pl", params=params,
                            headers={"api-key": TEST_API_KEY})
@@ -87,15 +88,15 @@ def test_find_prints_exactly_what_the_endpoint_answers(setup, capsys):
 
 
 def test_find_with_a_bad_field_prints_the_error_and_fails(setup, capsys):
-    assert run("recordings", "find", "12") == 1
+    assert run(setup, "recordings", "find", "12") == 1
     body = json.loads(capsys.readouterr().out)
     assert body["status"] == "400 Bad Request" and body["field"] == "phone"
-    assert run("recordings", "find", LEAD, "--from", "2024-13-01") == 1
+    assert run(setup, "recordings", "find", LEAD, "--from", "2024-13-01") == 1
     assert json.loads(capsys.readouterr().out)["field"] == "from"
 
 
 def test_find_durations_and_order(setup, capsys):
-    assert run("recordings", "find", LEAD) == 0
+    assert run(setup, "recordings", "find", LEAD) == 0
     reply = json.loads(capsys.readouterr().out)
     assert [r["duration"] for r in reply] == list(range(10))
     assert [r["date"] for r in reply] == ["%s/07/2024" % d[6:] for d in DAYS]
@@ -104,7 +105,7 @@ def test_find_durations_and_order(setup, capsys):
 def test_reindex_of_a_missing_root_warns_and_leaves_an_empty_index(setup, capsys):
     import shutil
     shutil.rmtree(setup.recordings.root)
-    assert run("recordings", "reindex") == 0
+    assert run(setup, "recordings", "reindex") == 0
     out, err = capsys.readouterr()
     assert "does not exist" in err and out.startswith("indexed 0 recordings")
 
@@ -113,5 +114,5 @@ def test_reindex_that_cannot_write_fails_with_a_reason(setup, capsys):
     os.makedirs(setup.state.dir, exist_ok=True)
     with open(os.path.join(setup.state.dir, "recordings-index"), "w") as handle:
         handle.write("not a directory")
-    assert run("recordings", "reindex") == 1
+    assert run(setup, "recordings", "reindex") == 1
     assert "reindex failed" in capsys.readouterr().err

@@ -291,19 +291,16 @@ def run_cli(handler, argv, config):
     import argparse
 
     parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
     cli_webhooks.register(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    os.environ["CALLEXCHANGE_CONFIG"] = config.path
+    args = parser.parse_args(["--config", config.path] + list(argv))
     output = []
 
     class Out:
         def write(self, text):
             output.append(text)
 
-    try:
-        status = args.handler(args, out=Out())
-    finally:
-        del os.environ["CALLEXCHANGE_CONFIG"]
+    status = args.handler(args, out=Out())
     return status, "".join(output)
 
 

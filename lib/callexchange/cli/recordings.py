@@ -1,8 +1,7 @@
 """`callexchange recordings reindex` and `callexchange recordings find PHONE`.
 
 `register(subparsers)` adds the `recordings` command to the admin tool's parser; each
-handler reads the config through `config.load_config()` ($CALLEXCHANGE_CONFIG or
---config) and returns the exit status (0 ok, 1 failed).
+handler reads the config given by --config (else $CALLEXCHANGE_CONFIG) and returns the exit status (0 ok, 1 failed).
 
     callexchange recordings reindex          # rebuild the index, progress bar on stderr
     callexchange recordings find 12127773456 --from 2024-07-01 --limit 10
@@ -84,7 +83,7 @@ class ProgressBar:
 
 
 def reindex_command(args):
-    settings = config_module.load_config()
+    settings = config_module.load_config(args.config)
     index = _index(settings)
     root = settings.recordings.root
     if not os.path.isdir(root):
@@ -109,7 +108,7 @@ def find_command(args):
     from callexchange.errors import ApiError
     from callexchange.recordings.lookup import error_reply, lookup, read_query
 
-    settings = config_module.load_config()
+    settings = config_module.load_config(args.config)
     params = {"phone": args.phone, "from": args.first, "to": args.last,
               "limit": args.limit, "uniqueid": args.uniqueid}
     try:

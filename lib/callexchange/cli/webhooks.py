@@ -8,9 +8,9 @@
                                  name) back to the queue and send them now
     webhooks secret              print a fresh whsec_... secret for [webhook] secret
 
-`register(subparsers)` adds the command to the admin tool's parser (cli.py); each handler
-reads the config through `config.load_config()` ($CALLEXCHANGE_CONFIG, which cli.main sets
-from --config) and returns the exit status: 0 done, 1 failed.
+`register(subparsers)` adds the command to the admin tool's parser; each handler reads
+the config given by --config (else $CALLEXCHANGE_CONFIG) and returns the exit status: 0
+done, 1 failed.
 """
 
 import os
@@ -46,11 +46,11 @@ def register(subparsers):
     return webhooks
 
 
-def _context():
+def _context(args):
     from callexchange.config import load_config
     from callexchange.webhooks.spool import Spool
 
-    config = load_config()
+    config = load_config(args.config)
     return config, Spool.for_state_dir(config.state.dir)
 
 
@@ -71,7 +71,7 @@ def _when(moment, now):
 
 def webhooks_status(args, clock=time.time, out=None):
     out = out or sys.stdout
-    config, spool = _context()
+    config, spool = _context(args)
     now = clock()
     print("webhook URL: %s" % (config.webhook.url or "(none: [webhook] url is empty)"), file=out)
     holder = spool.lock_holder()
@@ -126,7 +126,7 @@ def _summary_line(summary):
 
 def webhooks_deliver(args, out=None):
     out = out or sys.stdout
-    config, spool = _context()
+    config, spool = _context(args)
     from callexchange.webhooks.deliverer import Deliverer
 
     quiet = getattr(args, "quiet", False)
@@ -157,7 +157,7 @@ def webhooks_deliver(args, out=None):
 
 def webhooks_retry(args, clock=time.time, out=None):
     out = out or sys.stdout
-    config, spool = _context()
+    config, spool = _context(args)
     if args.all_dead:
         targets = [(entry, True) for entry in spool.dead()]
         if not targets:

@@ -1,0 +1,102 @@
+"""`callexchange check`: the config, keys, state dir, recordings, webhook and AMI login,
+one line each (`ok`, `warn` or `FAIL`)."""
+
+import os
+
+from callexchange import config as config_module
+from callexchange import keys
+
+
+def register(subparsers):
+    """Add `check` to an argparse subparsers object."""
+    check = subparsers.add_parser("check", help="check the config, keys, state dir, "
+                                                "recording root, webhook URL and AMI login")
+    check.add_argument("--no-ami", action="store_true", help="skip the AMI login test")
+    check.add_argument("--asterisk-etc", default="/etc/asterisk", metavar="DIR",
+                       help="Asterisk's config dir, for the AMI user's include file "
+                            "(default: %(default)s; skipped when it does not exist)")
+    check.set_defaults(handler=run_check)
+    return check
+
+
+def run_check(args):
+    """Each line is `ok`, `warn` or `FAIL` and what was checked; exit 1 on any FAIL."""
+    path = args.config or config_module.config_path()
+    failures = 0
+
+    def report(level, text):
+        nonlocal failures
+        failures += level == "FAIL"
+        print("%-4s %s" % (level, text))
+
+    try:
+        settings = config_module.load_config(path)
+    except config_module.ConfigError as error:
+        report("FAIL", "config: %s" % error)
+        return 1
+    report("ok", "config: %s" % path)
+
+    from callexchange.calls.numbers import known_region
+    for section, key, region in ([("dial", "default_region", settings.dial.default_region)]
+                                 + [("ani", code.lower(), code) for code in settings.ani.pools]):
+        if not known_region(region):
+            report("FAIL", "config: %s" % settings.error(
+                section, key, "%r is not a region phonenumbers knows" % region))
+
+    try:
+        entries = keys.read_keys(settings.auth.keys_file)
+        if entries:
+            report("ok", "keys: %d in %s" % (len(entries), settings.auth.keys_file))
+        else:
+            report("warn", "keys: none in %s (callexchange keys add --label NAME)"
+                   % settings.auth.keys_file)
+    except keys.KeyFileError as error:
+        report("FAIL", "keys: %s" % error)
+
+    state = settings.state.dir
+    if os.path.isdir(state) and os.access(state, os.W_OK | os.X_OK):
+        report("ok", "state dir: %s is writable" % state)
+    else:
+        report("FAIL", "state dir: %s is missing or not writable" % state)
+
+    root = settings.recordings.root
+    if os.path.isdir(root):
+        report("ok", "recordings: root %s exists" % root)
+    else:
+        report("warn", "recordings: root %s does not exist yet" % root)
+    if not settings.recordings.base_url:
+        report("warn", "recordings: [recordings] base_url is empty; URLs will be relative")
+
+    if settings.webhook.url:
+        report("ok", "webhook: %s" % settings.webhook.url)
+        if settings.webhook.url.startswith("http://"):
+            report("warn", "webhook: plain http; events cross the network unencrypted")
+    else:
+        report("warn", "webhook: [webhook] url is empty; no events will be sent")
+
+    flagged = settings.ani.flagged_file
+    if flagged and not os.path.exists(flagged):
+        report("warn", "ani: flagged_file %s does not exist (no number is flagged)" % flagged)
+
+    manager_file = os.path.join(args.asterisk_etc, "manager_callexchange.conf")
+    if os.path.isdir(args.asterisk_etc):
+        from callexchange.pbx.asterisk_conf import manager_user_problems
+        problems = manager_user_problems(manager_file, settings.ami.username,
+                                         settings.ami.secret)
+        for level, text in problems:
+            report(level, "asterisk: %s" % text)
+        if not problems:
+            report("ok", "asterisk: %s grants [%s] exactly originate,message / call"
+                   % (manager_file, settings.ami.username))
+
+    if args.no_ami:
+        report("warn", "ami: login not tested (--no-ami)")
+    else:
+        from callexchange.pbx import ami
+        target = "%s:%d as %s" % (settings.ami.host, settings.ami.port, settings.ami.username)
+        try:
+            ami.ping(settings.ami)
+            report("ok", "ami: logged in to %s" % target)
+        except ami.AmiError as error:
+            report("FAIL", "ami: %s: %s" % (target, error.detail))
+    return 1 if failures else 0
