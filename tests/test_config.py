@@ -35,7 +35,7 @@ def test_defaults():
     assert (ami.connect_timeout, ami.timeout) == (3.0, 5.0)
     dial = config.dial
     assert dial.agent_channel == "PJSIP/{extension}"
-    assert dial.lead_channel == "Local/{destination}@callexchange-outbound"
+    assert dial.lead_channel == "Local/{destination}@callexchange-outbound/n"
     assert (dial.outbound_context, dial.agent_context) == ("callexchange-outbound",
                                                            "callexchange-agent")
     assert dial.message_to == "pjsip:{extension}"
@@ -148,6 +148,9 @@ def test_parse_ini_reports_lines():
     (MINIMAL + "[dial]\nagent_channel = PJSIP/2001\n", "agent_channel", ["{extension}"]),
     (MINIMAL + "[dial]\nagent_channel = PJSIP/{extension}/{destination}\n", "agent_channel",
      ["placeholder"]),
+    # It reaches the dialplan as CX_AGENT_DIAL, in a Variable header split on commas.
+    (MINIMAL + "[dial]\nagent_channel = PJSIP/{extension},30\n", "agent_channel",
+     ["agent_channel", "','", "Variable header"]),
     (MINIMAL + "[dial]\noutbound_context = out bound\n", "outbound_context",
      ["outbound_context"]),
     (MINIMAL + "USA = 12125550100\n", "USA =", ["unknown key 'usa' in [ani]", "region"]),

@@ -11,8 +11,11 @@ Two checks of the dialplan's syntax:
   hangup handler target exists, subroutines Return, and call data never reaches AGI().
 
 Then what the dialplan must do: caller ID from CX_ANI, PITCH_SHIFT(rx) on the agent's
-channel, MixMonitor with the §5 name (the same the sandbox writes), the connect hook on
-answer in both modes, a hangup for every call (handler and `failed` paths).
+channel, MixMonitor with the §5 name (the same the sandbox writes) once both legs are up,
+the connect hook on answer in both modes, a hangup for every call (handler and `failed`
+paths), no pattern that matches a special extension such as `h`, the agent dialled with
+the gateway's agent_channel in dialer mode, the talk time stamped at the connect and at
+the end. The real Asterisk runs it in tests/asterisk/.
 """
 
 import os
@@ -23,6 +26,7 @@ import time
 
 import pytest
 
+from callexchange.calls import endpoint
 from callexchange.sandbox import calls as sandbox_calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,8 +35,11 @@ MANAGER = os.path.join(ROOT, "asterisk", "manager_callexchange.conf")
 
 APPLICATIONS = {"AGI", "Busy", "Congestion", "Dial", "Gosub", "Goto", "GotoIf", "Hangup",
                 "MixMonitor", "NoOp", "Return", "Set"}
-FUNCTIONS = {"CALLERID", "CHANNEL", "CUT", "IF", "LOCAL", "PITCH_SHIFT", "STRFTIME",
-             "STRREPLACE"}
+FUNCTIONS = {"CALLERID", "CHANNEL", "CUT", "DB", "DB_DELETE", "IF", "LOCAL",
+             "MASTER_CHANNEL", "PITCH_SHIFT", "STRFTIME", "STRREPLACE"}
+# Asterisk's special extensions: a pattern matching one of them runs for it (`h` when the
+# channel hangs up, `failed` for a failed Originate...).
+SPECIAL_EXTENSIONS = ("a", "e", "h", "i", "o", "s", "t", "T", "failed", "fax", "talk")
 HOOK = "callexchange-webhook.agi"
 
 
@@ -187,9 +194,11 @@ def subroutine_targets(dialplan):
 
 def test_every_subroutine_exists_starts_at_s_and_returns(dialplan):
     targets = subroutine_targets(dialplan)
-    assert {t for t, _ in targets} == {"callexchange-recording-name",
-                                       "callexchange-lead-answered",
+    assert {t for t, _ in targets} == {"callexchange-recording-name", "callexchange-record",
+                                       "callexchange-lead-answered", "callexchange-first-leg",
                                        "callexchange-agent-answered", "callexchange-hangup"}
+    # Pushed by the gateway's agent-first Originate (endpoint.py), not by the dialplan.
+    targets.append((endpoint.AGENT_UNANSWERED_HANDLER, None))
     for context, line in targets:
         assert context in dialplan, (context, line)
         body = dialplan[context]
@@ -202,7 +211,8 @@ def test_every_context_is_used(dialplan):
     # The two entry points are used by the gateway's Originate ([dial] defaults of config.py).
     from callexchange.config import SCHEMA
 
-    used |= {SCHEMA["dial"]["outbound_context"][1], SCHEMA["dial"]["agent_context"][1]}
+    used |= {SCHEMA["dial"]["outbound_context"][1], SCHEMA["dial"]["agent_context"][1],
+             endpoint.AGENT_UNANSWERED_HANDLER}
     assert "@%s" % SCHEMA["dial"]["outbound_context"][1] in SCHEMA["dial"]["lead_channel"][1]
     assert set(dialplan) == used
 
@@ -232,8 +242,81 @@ def test_the_trunk_is_a_global_with_a_default(dialplan):
     assert dial.args.startswith("${STRREPLACE(CX_DIAL_TEMPLATE,{number},${EXTEN})}")
     assert any("PJSIP/{number}@trunk:${CX_TRUNK}" in l.args
                for l in dialplan["callexchange-outbound"])
-    agent_dial = [l for l in dialplan["callexchange-agent"] if l.app == "Dial"][0]
-    assert agent_dial.args.startswith("PJSIP/${EXTEN},")
+
+def test_dialer_mode_rings_the_agent_with_the_gateways_agent_channel_and_ring_time(dialplan):
+    # D1: [dial] agent_channel (CX_AGENT_DIAL), PJSIP/<exten> only for an older gateway;
+    # D7: [dial] ring_timeout (CX_AGENT_RING).
+    agent = dialplan["callexchange-agent"]
+    assert any(l.args == "CX_AGENT=${IF($[\"${CX_AGENT_DIAL}\" = \"\"]?PJSIP/${EXTEN}:"
+               "${CX_AGENT_DIAL})}" for l in agent)
+    assert any(l.args == "CX_RING=${IF($[\"${CX_AGENT_RING}\" = \"\"]?30:${CX_AGENT_RING})}"
+               for l in agent)
+    [dial] = [l for l in agent if l.app == "Dial"]
+    assert dial.args == "${CX_AGENT},${CX_RING},U(callexchange-agent-answered)"
+
+
+def asterisk_pattern(pattern):
+    """A regex for an Asterisk extension pattern (_X. style), or the literal name."""
+    if not pattern.startswith("_"):
+        return re.escape(pattern)
+    out, i = "", 1
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "[":
+            end = pattern.index("]", i)
+            out += "[%s]" % re.escape(pattern[i + 1:end]).replace("\\-", "-")
+            i = end
+        else:
+            out += {"X": "[0-9]", "Z": "[1-9]", "N": "[2-9]", ".": ".+", "!": ".*"}.get(
+                c, re.escape(c))
+        i += 1
+    return out
+
+
+def test_the_pattern_helper_reads_asterisk_patterns():
+    assert re.fullmatch(asterisk_pattern("_[0-9A-Za-z#*+]!"), "h")
+    assert re.fullmatch(asterisk_pattern("_X!"), "12127773456")
+    assert not re.fullmatch(asterisk_pattern("_X!"), "h")
+    assert re.fullmatch(asterisk_pattern("_28XX"), "2801")
+
+
+def test_no_pattern_matches_a_special_extension(dialplan):
+    # D2: `_[0-9A-Za-z#*+]!` in callexchange-agent matched `h`, so every hangup there ran
+    # the agent's entry again and pushed a second hangup handler (a second webhook).
+    for context, body in dialplan.items():
+        for exten in {l.exten for l in body if l.exten.startswith("_")}:
+            for special in SPECIAL_EXTENSIONS:
+                assert not re.fullmatch(asterisk_pattern(exten), special), (context, exten, special)
+    agent = {l.exten for l in dialplan["callexchange-agent"]}
+    assert re.fullmatch(asterisk_pattern("_[0-9#*+]!"), "2001") and "_[0-9#*+]!" in agent
+
+
+def test_talk_time_is_stamped_at_the_connect_and_at_the_end(dialplan):
+    # D4: from the second leg's answer (before the connect hook, on the channel that owns
+    # the hangup handler) to the hangup handler's start; not ANSWEREDTIME.
+    stamp = "MASTER_CHANNEL(CX_CONNECTED_AT)=${STRFTIME(,,%s.%3q)}"
+    for context in ("callexchange-lead-answered", "callexchange-agent-answered"):
+        body = [l.args for l in dialplan[context]]
+        assert body.index(stamp) < body.index("%s,connect" % HOOK), context
+    handler = [l.args for l in dialplan["callexchange-hangup"]]
+    assert handler[0] == "CX_ENDED_AT=${STRFTIME(,,%s.%3q)}"
+
+
+def test_the_failed_legs_status_reaches_the_failed_extensions(dialplan):
+    # D5/D6: REASON of the `failed` path says 0 for a lead that did not answer (dialer)
+    # and for a busy agent (agent first); the leg's channel leaves DIALSTATUS/cause.
+    key = "callexchange-leg/${CX_UNIQUEID}"
+    outbound = [l.args for l in dialplan["callexchange-outbound"]]
+    assert "DB(%s)=${DIALSTATUS}/${CX_LEG_CAUSE}" % key in outbound
+    unanswered = [l.args for l in dialplan[endpoint.AGENT_UNANSWERED_HANDLER]]
+    assert "DB(%s)=/${HANGUPCAUSE}" % key in unanswered
+    assert [l.args for l in dialplan["callexchange-first-leg"]][0] == \
+        "LOCAL(leg)=${DB_DELETE(%s)}" % key
+    for context in ("callexchange-outbound", "callexchange-agent"):
+        failed = [l for l in dialplan[context] if l.exten == "failed"]
+        apps = [(l.app, l.args) for l in failed]
+        assert apps.index(("Gosub", "callexchange-first-leg,s,1")) < \
+            apps.index(("AGI", "%s,hangup" % HOOK)), context
 
 
 def test_connect_fires_on_answer_in_both_modes(dialplan):
@@ -275,8 +358,18 @@ def test_recording_name_is_the_freepbx_name_the_sandbox_writes(dialplan):
     expected = "%s/out-12127773456-2001-%s-%s.wav" % (
         time.strftime("%Y/%m/%d", moment), time.strftime("%Y%m%d-%H%M%S", moment), uniqueid)
     assert sandbox_calls.recording_path(uniqueid, "12127773456", "2001") == expected
-    mix = [l.args for l in dialplan["callexchange-lead-answered"] if l.app == "MixMonitor"]
-    assert mix == ["${CX_RECORDING_ROOT}/${CX_RECORDING}", "${CX_RECORDING}"]
+    mix = [l.args for l in lines(dialplan, "MixMonitor")]
+    assert mix == ["${CX_RECORDING_ROOT}/${CX_RECORDING},${ARG1}", "${CX_RECORDING},${ARG1}"]
+
+
+def test_recording_starts_once_both_legs_are_up(dialplan):
+    # D8: agent first on the lead's answer (the connect); dialer mode on the Local ;1, which
+    # writes only while bridged to the agent (b), started before the agent's Dial.
+    lead = [(l.app, l.args) for l in dialplan["callexchange-lead-answered"]]
+    assert lead.index(("Gosub", "callexchange-record,s,1()")) > 0  # after the dialer skip
+    agent = [(l.app, l.args) for l in dialplan["callexchange-agent"]]
+    record = agent.index(("Gosub", "callexchange-record,s,1(b)"))
+    assert record < [app for app, _ in agent].index("Dial")
 
 
 def test_manager_user_has_least_privilege():

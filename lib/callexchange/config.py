@@ -113,13 +113,19 @@ def _word(value):
     return value
 
 
-def _template(*placeholders):
+def _template(*placeholders, variable_safe=False):
+    """A dial string with {placeholders}. `variable_safe`: it also travels in an
+    Originate `Variable` header (agent_channel, as CX_AGENT_DIAL), which Asterisk splits
+    on commas and unquotes, so no ',', '"' or '\\'."""
     def check(value):
         for placeholder in placeholders:
             if "{%s}" % placeholder not in value:
                 raise ValueError("must contain {%s}, got %r" % (placeholder, value))
         if any(c in value for c in "\r\n\0"):
             raise ValueError("must not contain control characters")
+        if variable_safe and any(c in value for c in ',"\\'):
+            raise ValueError("must not contain ',', '\"' or '\\' (it reaches the dialplan "
+                             "in an AMI Variable header), got %r" % value)
         try:
             value.format(**{p: "1" for p in placeholders})
         except (KeyError, IndexError, ValueError):
@@ -200,8 +206,11 @@ SCHEMA = {
         "timeout": (_seconds, "5"),
     },
     "dial": {
-        "agent_channel": (_template("extension"), "PJSIP/{extension}"),
-        "lead_channel": (_template("destination"), "Local/{destination}@callexchange-outbound"),
+        "agent_channel": (_template("extension", variable_safe=True), "PJSIP/{extension}"),
+        # /n: the Local pair must not be optimised away, its ;1 owns the call's hangup
+        # webhook (the gateway adds /n to a Local channel without it, for older configs).
+        "lead_channel": (_template("destination"),
+                         "Local/{destination}@callexchange-outbound/n"),
         "outbound_context": (_word, "callexchange-outbound"),
         "agent_context": (_word, "callexchange-agent"),
         "message_to": (_template("extension"), "pjsip:{extension}"),

@@ -245,8 +245,37 @@ def test_hook_delivers_connect_and_hangup_with_the_originate_uniqueid(pbx, crm):
 def test_hook_only_reads_variables_in_one_round_trip(pbx):
     run = pbx.hook("hangup", HANGUP)
     names = ("CX_UNIQUEID", "CX_DESTINATION", "CX_EXTENSION", "CX_ANI", "CX_CRM_ID",
-             "CX_RECORDING", "DIALSTATUS", "ANSWEREDTIME", "HANGUPCAUSE", "REASON")
+             "CX_RECORDING", "DIALSTATUS", "ANSWEREDTIME", "HANGUPCAUSE", "REASON",
+             "CX_CONNECTED_AT", "CX_ENDED_AT", "CX_LEG_CAUSE")
     assert run.commands == ['GET FULL VARIABLE "%s"' % "|".join("${%s}" % n for n in names)]
+
+
+def test_hook_reports_the_talk_time_from_the_dialplans_stamps(pbx, crm):
+    # ANSWEREDTIME counts from the Dial caller's own answer, i.e. with the second leg's
+    # ring (issue 8, D4); the dialplan stamps the connect and the end.
+    pbx.hook("hangup", dict(HANGUP, ANSWEREDTIME="7", CX_CONNECTED_AT="1732700005.120",
+                            CX_ENDED_AT="1732700009.331"))
+    assert crm.wait_for(1)[0].json["duration"] == 4
+
+
+def test_hook_removes_the_recording_of_a_call_that_never_connected(pbx, crm):
+    # Dialer mode: MixMonitor opens its file before the agent's phone rings (D8).
+    root = pbx.config.recordings.root
+    unanswered, answered = (os.path.join(root, "2024", "11", "27", name)
+                            for name in ("out-1-2001-u.wav", "out-2-2001-a.wav"))
+    os.makedirs(os.path.dirname(unanswered))
+    for path in (unanswered, answered):
+        with open(path, "wb") as handle:
+            handle.write(b"RIFF")
+    no_answer = dict(CALL, DIALSTATUS="NOANSWER", HANGUPCAUSE="16", CX_RECORDING=
+                     os.path.relpath(unanswered, root))
+    assert pbx.hook("hangup", no_answer).returncode == 0
+    assert pbx.hook("hangup", dict(HANGUP, CX_RECORDING=os.path.relpath(answered, root),
+                                   CX_UNIQUEID="1732700000.2")).returncode == 0
+    assert not os.path.exists(unanswered)
+    assert os.path.exists(answered)
+    assert pbx.hook("hangup", no_answer).returncode == 0  # gone already: nothing to say
+    assert [r.json["duration"] for r in crm.wait_for(3)] == [0, 25, 0]
 
 
 def test_hook_reads_one_by_one_when_a_value_holds_the_separator(pbx, crm):

@@ -154,6 +154,51 @@ def test_disposition_prefers_dialstatus_then_reason_then_cause():
     assert disposition({"HANGUPCAUSE": "16"}) == "failed"
 
 
+# What the hook reads at hangup on a real Asterisk 22 (tests/asterisk/ runs these calls),
+# and what the webhook must then say (issue 8, D4-D6).
+@pytest.mark.parametrize("case, variables, disposition_, cause", [
+    ("agent first, lead busy: the agent's own cause is 16",
+     {"DIALSTATUS": "BUSY", "HANGUPCAUSE": "16", "CX_LEG_CAUSE": "0"}, "busy", 17),
+    ("agent first, lead does not answer",
+     {"DIALSTATUS": "NOANSWER", "HANGUPCAUSE": "16", "CX_LEG_CAUSE": "0"}, "no_answer", 19),
+    ("agent first, lead congested",
+     {"DIALSTATUS": "CONGESTION", "HANGUPCAUSE": "16", "CX_LEG_CAUSE": "0"}, "congestion", 34),
+    ("agent first, lead unreachable (subscriber absent)",
+     {"DIALSTATUS": "CHANUNAVAIL", "HANGUPCAUSE": "16", "CX_LEG_CAUSE": "20"}, "failed", 20),
+    ("agent first, agent busy: Asterisk's REASON is 0 for a SIP 486",
+     {"REASON": "0", "CX_LEG_CAUSE": "17"}, "busy", 17),
+    ("agent first, agent does not answer",
+     {"REASON": "3", "CX_LEG_CAUSE": "19"}, "no_answer", 19),
+    ("agent first, agent offline: no channel, no cause", {"REASON": "0"}, "failed", 0),
+    ("dialer, lead does not answer: REASON 0, the lead's DIALSTATUS carried",
+     {"REASON": "0", "DIALSTATUS": "NOANSWER", "CX_LEG_CAUSE": "0"}, "no_answer", 19),
+    ("dialer, lead unreachable",
+     {"REASON": "0", "DIALSTATUS": "CHANUNAVAIL", "CX_LEG_CAUSE": "20"}, "failed", 20),
+    ("dialer, agent busy",
+     {"DIALSTATUS": "BUSY", "HANGUPCAUSE": "16", "CX_LEG_CAUSE": "17"}, "busy", 17),
+    ("dialer, agent offline",
+     {"DIALSTATUS": "CHANUNAVAIL", "HANGUPCAUSE": "16", "CX_LEG_CAUSE": "3"}, "failed", 3),
+])
+def test_disposition_and_cause_of_calls_that_never_connected(case, variables, disposition_,
+                                                            cause):
+    call = call_event("hangup", dict(VARIABLES, **variables), 1)
+    assert (call["disposition"], call["hangup_cause"], call["duration"]) == \
+        (disposition_, cause, 0), case
+    assert call["recording_url"] == ""
+
+
+def test_duration_is_the_talk_time_from_the_stamps_not_answeredtime():
+    # Agent first: ANSWEREDTIME (7) counts from the agent's answer, so it holds the
+    # lead's 3 s of ringing; the talk was 4.01 s (issue 8, D4).
+    variables = dict(ANSWERED, ANSWEREDTIME="7", CX_CONNECTED_AT="1732700005.020",
+                     CX_ENDED_AT="1732700009.031")
+    call = call_event("hangup", variables, 1)
+    assert (call["disposition"], call["duration"], call["hangup_cause"]) == ("answered", 4, 16)
+    assert call_event("hangup", dict(variables, CX_ENDED_AT="1732700007.6"), 1)["duration"] == 3
+    # Without the stamps (an older dialplan): ANSWEREDTIME as before.
+    assert call_event("hangup", ANSWERED, 1)["duration"] == 25
+
+
 def test_recording_url_quotes_what_a_url_cannot_hold():
     assert recording_url("https://x/wav-files/", "2024/01/02/out-1-a#b-x.wav") == \
         "https://x/wav-files/2024/01/02/out-1-a%23b-x.wav"

@@ -19,6 +19,40 @@ from callexchange.statedir import StateDir
 MISSING_ERROR = "Missing parameters: api-key, extension, or destination"
 _EXTENSION_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ*#+_.-")
 
+# Ring times (asterisk/README.md, "Ring times"): the agent's phone rings at most
+# [dial] ring_timeout, the lead's at most the dialplan's CX_LEAD_RING, in both modes. In
+# dialer mode the Originate waits for the lead, whose Dial() in callexchange-outbound
+# stops at CX_LEAD_RING: its Timeout is only a backstop above any ring time, so that it
+# never cuts the lead's ring short.
+DIALER_ORIGINATE_TIMEOUT = 600
+# Agent first: pushed on the agent's channel as Asterisk creates it; keeps the cause of a
+# phone that never answers (busy, ...) for the dialplan's `failed` extension.
+AGENT_UNANSWERED_HANDLER = "callexchange-agent-unanswered"
+
+
+def without_optimisation(channel):
+    """The Originate's channel with the /n option if it is a Local channel without it:
+    Asterisk must not optimise the Local pair away once both halves are bridged, since
+    its ;1 runs the call's hangup handler (configs written before lead_channel's default
+    had /n dial `Local/{destination}@callexchange-outbound`).
+
+    >>> without_optimisation("Local/12127773456@callexchange-outbound")
+    'Local/12127773456@callexchange-outbound/n'
+    >>> without_optimisation("Local/12127773456@callexchange-outbound/j")
+    'Local/12127773456@callexchange-outbound/jn'
+    >>> without_optimisation("Local/12127773456@callexchange-outbound/n")
+    'Local/12127773456@callexchange-outbound/n'
+    >>> without_optimisation("PJSIP/2001")
+    'PJSIP/2001'
+    """
+    technology, slash, rest = channel.partition("/")
+    if technology.lower() != "local" or not slash:
+        return channel
+    destination, _, options = rest.partition("/")
+    if "n" in options:
+        return channel
+    return "%s/%s/%sn" % (technology, destination, options)
+
 
 def new_uniqueid(clock=time.time):
     """A call id in Asterisk's own `<epoch>.<digits>` form, random enough to be unique.
@@ -159,6 +193,7 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
                                       ani.read_flagged(config.ani.flagged_file),
                                       config.ani.daily_limit)
     uniqueid = new_uniqueid()
+    agent_dial = config.dial.agent_channel.format(extension=extension)
     variables = [
         ("__CX_UNIQUEID", uniqueid),
         ("__CX_ANI", caller_id),
@@ -168,17 +203,22 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
         ("__CX_DESTINATION", number.dial_digits),
         # Percent-encoded: Asterisk splits Variable headers and AGI arguments on commas.
         ("__CX_CRM_ID", percent_encode(crm_id or "")),
+        # How the dialplan rings the agent in dialer mode ([dial] agent_channel, whose
+        # config check keeps it free of what a Variable header cannot carry).
+        ("__CX_AGENT_DIAL", agent_dial),
+        ("__CX_AGENT_RING", config.dial.ring_timeout),
     ]
     if dialer_mode:
         originate = dict(channel=config.dial.lead_channel.format(destination=number.dial_digits),
                          context=config.dial.agent_context, exten=extension,
-                         caller_id=caller_id)
+                         caller_id=caller_id, timeout_ms=DIALER_ORIGINATE_TIMEOUT * 1000)
     else:
-        originate = dict(channel=config.dial.agent_channel.format(extension=extension),
-                         context=config.dial.outbound_context, exten=number.dial_digits,
-                         caller_id=number.dial_digits)
-    originate.update(priority=1, variables=variables, channel_id=uniqueid,
-                     timeout_ms=config.dial.ring_timeout * 1000)
+        originate = dict(channel=agent_dial, context=config.dial.outbound_context,
+                         exten=number.dial_digits, caller_id=number.dial_digits,
+                         timeout_ms=config.dial.ring_timeout * 1000,
+                         hangup_handler=AGENT_UNANSWERED_HANDLER)
+    originate.update(channel=without_optimisation(originate["channel"]), priority=1,
+                     variables=variables, channel_id=uniqueid)
     message = (config.dial.message_to.format(extension=extension), msg) if msg else None
     try:
         outcome = ami.place_call(config.ami, originate, message=message, not_after=not_after)

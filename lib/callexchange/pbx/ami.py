@@ -362,8 +362,23 @@ def check_variable(name, value):
     return name, value
 
 
+def hangup_handler_variable(context):
+    """The `Variable` value that makes Asterisk push `context`,s,1 as a hangup handler on
+    the originated channel as it creates it (before it rings): Asterisk sets Originate
+    variables with pbx_builtin_setvar_helper, which writes dialplan functions too. Quoted,
+    since Asterisk splits Variable values on commas (and drops the quotes).
+
+    >>> hangup_handler_variable("callexchange-agent-unanswered")
+    'CHANNEL(hangup_handler_push)="callexchange-agent-unanswered,s,1"'
+    """
+    if not context or not all(c.isascii() and (c.isalnum() or c in "-_") for c in context):
+        raise ValueError("hangup handler context must be letters, digits, '-' or '_': %r"
+                         % context)
+    return 'CHANNEL(hangup_handler_push)="%s,s,1"' % context
+
+
 def originate_fields(*, channel, context, exten, priority=1, caller_id=None, variables=(),
-                     channel_id, timeout_ms, account=None):
+                     channel_id, timeout_ms, account=None, hangup_handler=None):
     """The validated header list of an asynchronous Originate (see `originate`).
     Raises ValueError for anything that could not cross AMI unaltered."""
     fields = [
@@ -382,6 +397,8 @@ def originate_fields(*, channel, context, exten, priority=1, caller_id=None, var
     for name, value in variables:
         name, value = check_variable(name, value)
         fields.append(("Variable", "%s=%s" % (name, value)))
+    if hangup_handler:
+        fields.append(("Variable", hangup_handler_variable(hangup_handler)))
     for header, value in fields:
         if value is None or value == "":
             raise ValueError("Originate %s must not be empty" % header)
@@ -390,10 +407,12 @@ def originate_fields(*, channel, context, exten, priority=1, caller_id=None, var
 
 
 def originate(session, *, channel, context, exten, priority=1, caller_id=None, variables=(),
-              channel_id, timeout_ms, account=None):
+              channel_id, timeout_ms, account=None, hangup_handler=None):
     """Ask Asterisk to place a call (`Action: Originate`, `Async: true`): ring `channel`
     for at most `timeout_ms`, then run `exten`@`context`. `channel_id` becomes the
     channel's Uniqueid; each of `variables` ((name, value) pairs) one `Variable` header.
+    `hangup_handler`: a context whose s,1 runs when the originated channel hangs up,
+    answered or not (see `hangup_handler_variable`).
 
     Returns the reply (`Response: Success`, `Message: Originate successfully queued`).
     Raises AmiRejected when Asterisk refuses, AmiUnavailable on timeout or a lost
@@ -401,7 +420,8 @@ def originate(session, *, channel, context, exten, priority=1, caller_id=None, v
     """
     fields = originate_fields(channel=channel, context=context, exten=exten,
                               priority=priority, caller_id=caller_id, variables=variables,
-                              channel_id=channel_id, timeout_ms=timeout_ms, account=account)
+                              channel_id=channel_id, timeout_ms=timeout_ms, account=account,
+                              hangup_handler=hangup_handler)
     return session.action("Originate", fields)
 
 

@@ -9,7 +9,8 @@ import os
 import sys
 
 from callexchange.webhooks.deliverer import start_deliverer
-from callexchange.webhooks.payload import CALL_VARIABLES, EVENTS, HANGUP_VARIABLES, make_record
+from callexchange.webhooks.payload import (CALL_VARIABLES, EVENTS, HANGUP_VARIABLES,
+                                           make_record, unanswered_recording)
 from callexchange.webhooks.spool import Spool
 
 
@@ -37,13 +38,30 @@ def _lenient_config(path):
         path=path or DEFAULT_PATH,
         state=SimpleNamespace(dir=value("state", "dir")),
         webhook=SimpleNamespace(url=value("webhook", "url"), extended=extended),
-        recordings=SimpleNamespace(base_url=value("recordings", "base_url")))
+        recordings=SimpleNamespace(base_url=value("recordings", "base_url"),
+                                   root=value("recordings", "root")))
 
 
 def _log(session, message):
     sys.stderr.write("callexchange-webhook: %s\n" % message)
     if session is not None:
         session.verbose("callexchange-webhook: %s" % message)
+
+
+def _discard_unanswered_recording(session, variables, root):
+    """A call that never connected keeps no recording (dialer mode: the empty file that
+    MixMonitor opened while the agent's phone rang). MixMonitor may still hold it open:
+    unlinking is safe, nothing more is written under its name."""
+    path = unanswered_recording(variables, root)
+    if path is None:
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        _log(session, "cannot remove the unanswered call's recording %s: %s"
+             % (path, error.strerror or error))
 
 
 def read_call(session, event):
@@ -123,6 +141,8 @@ def _hook(argv, read_fd, write_fd, environ):
         if config is None:
             _log(session, "config unreadable: %s webhook of %s not sent" % (event, uniqueid))
             return 0
+    if event == "hangup":
+        _discard_unanswered_recording(session, variables, config.recordings.root)
     if not config.webhook.url:
         return 0
     record = make_record(event, variables, config.webhook, config.recordings.base_url)

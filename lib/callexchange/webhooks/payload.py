@@ -19,11 +19,16 @@ CALL_VARIABLES = ("CX_UNIQUEID", "CX_DESTINATION", "CX_EXTENSION", "CX_ANI", "CX
                   "CX_RECORDING")
 
 
-HANGUP_VARIABLES = ("DIALSTATUS", "ANSWEREDTIME", "HANGUPCAUSE", "REASON")
+# CX_CONNECTED_AT / CX_ENDED_AT: when the second leg answered and when the call ended
+# (epoch seconds with milliseconds, stamped by the dialplan); CX_LEG_CAUSE: the Q.850
+# cause of the leg that did not connect (the channel's own HANGUPCAUSE is 16 by then).
+HANGUP_VARIABLES = ("DIALSTATUS", "ANSWEREDTIME", "HANGUPCAUSE", "REASON", "CX_CONNECTED_AT",
+                    "CX_ENDED_AT", "CX_LEG_CAUSE")
 
 
-# Dial()'s DIALSTATUS; the OriginateResponse / `failed` extension REASON (Asterisk's
-# AST_CONTROL_* codes); the Q.850 HANGUPCAUSE, in that order of preference.
+# Dial()'s DIALSTATUS; the cause of the leg that failed (CX_LEG_CAUSE); the
+# OriginateResponse / `failed` extension REASON (Asterisk's AST_CONTROL_* codes, 0 for a
+# busy phone); the Q.850 HANGUPCAUSE, in that order of preference.
 _BY_DIALSTATUS = {"ANSWER": "answered", "BUSY": "busy", "NOANSWER": "no_answer",
                   "CANCEL": "no_answer", "CONGESTION": "congestion", "CHANUNAVAIL": "failed",
                   "DONTCALL": "failed", "TORTURE": "failed", "INVALIDARGS": "failed"}
@@ -75,17 +80,22 @@ def _whole(text, default=0):
 
 
 def disposition(variables):
-    """How the call ended, from DIALSTATUS, else REASON (the `failed` path), else
-    HANGUPCAUSE: one of DISPOSITIONS.
+    """How the call ended, from DIALSTATUS, else the failed leg's cause CX_LEG_CAUSE, else
+    REASON (the `failed` path), else HANGUPCAUSE: one of DISPOSITIONS.
 
     >>> disposition({"DIALSTATUS": "NOANSWER"})
     'no_answer'
     >>> disposition({"DIALSTATUS": "", "REASON": "5"})
     'busy'
+    >>> disposition({"REASON": "0", "CX_LEG_CAUSE": "17"})  # a busy agent, agent first
+    'busy'
     """
     status = (variables.get("DIALSTATUS") or "").strip().upper()
     if status in _BY_DIALSTATUS:
         return _BY_DIALSTATUS[status]
+    leg_cause = _whole(variables.get("CX_LEG_CAUSE"), 0)
+    if leg_cause in _BY_CAUSE:
+        return _BY_CAUSE[leg_cause]
     reason = (variables.get("REASON") or "").strip()
     if reason in _BY_REASON:
         return _BY_REASON[reason]
@@ -94,10 +104,31 @@ def disposition(variables):
     return _BY_CAUSE.get(_whole(variables.get("HANGUPCAUSE"), 0), "failed")
 
 
+def _seconds(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def duration(variables, answered):
-    """Whole seconds talked: ANSWEREDTIME (Dial's), else CDR(billsec); 0 if not answered."""
+    """Whole seconds talked, rounded: from the second leg's answer to the call's end
+    (CX_CONNECTED_AT to CX_ENDED_AT, the dialplan's stamps); without them ANSWEREDTIME
+    (Dial's, which also counts the ring of the second leg), else CDR(billsec); 0 if not
+    answered.
+
+    >>> duration({"CX_CONNECTED_AT": "1732700005.120", "CX_ENDED_AT": "1732700009.131",
+    ...           "ANSWEREDTIME": "7"}, True)
+    4
+    >>> duration({"ANSWEREDTIME": "7"}, True), duration({"ANSWEREDTIME": "7"}, False)
+    (7, 0)
+    """
     if not answered:
         return 0
+    connected = _seconds(variables.get("CX_CONNECTED_AT"))
+    ended = _seconds(variables.get("CX_ENDED_AT"))
+    if connected is not None and ended is not None and ended >= connected:
+        return int(ended - connected + 0.5)
     for name in ("ANSWEREDTIME", "CDR(billsec)"):
         seconds = _whole(variables.get(name), -1)
         if seconds >= 0:
@@ -169,14 +200,55 @@ def call_event(event, variables, occurred, base_url=""):
         state = disposition(variables)
         call["disposition"] = state
         call["duration"] = duration(variables, state == "answered")
-        cause = _whole(variables.get("HANGUPCAUSE"), 0)
-        if not 0 < cause <= 127:
-            # The `failed` path of an Originate has no HANGUPCAUSE: give the Q.850 cause
-            # that goes with the disposition rather than 0 ("unknown").
-            cause = _CAUSE_BY_DISPOSITION.get(state, 0)
-        call["hangup_cause"] = cause
+        call["hangup_cause"] = hangup_cause(variables, state)
         call["sequence"] = 2 if state == "answered" else 1
     return call
+
+
+def hangup_cause(variables, state):
+    """The Q.850 cause that goes with the disposition `state`: for an answered call the
+    channel's HANGUPCAUSE; otherwise the cause of the leg that did not connect
+    (CX_LEG_CAUSE), not the channel's own (16, normal clearing, once its Dial gave up),
+    else the cause the disposition stands for (17 busy, 19 no answer, 34 congestion).
+
+    >>> hangup_cause({"HANGUPCAUSE": "16", "CX_LEG_CAUSE": "0"}, "no_answer")
+    19
+    >>> hangup_cause({"HANGUPCAUSE": "16", "CX_LEG_CAUSE": "20"}, "failed")
+    20
+    >>> hangup_cause({"HANGUPCAUSE": "16"}, "answered")
+    16
+    """
+    own = _whole(variables.get("HANGUPCAUSE"), 0)
+    if state == "answered":
+        return own if 0 < own <= 127 else 16
+    leg = _whole(variables.get("CX_LEG_CAUSE"), 0)
+    if 0 < leg <= 127 and leg != 16:
+        return leg
+    if state in _CAUSE_BY_DISPOSITION:
+        return _CAUSE_BY_DISPOSITION[state]
+    # `failed` without a leg's cause (the channel could not even be created): the
+    # channel's own if it says more than normal clearing, else 0 ("unknown").
+    return own if 0 < own <= 127 and own != 16 else 0
+
+
+def unanswered_recording(variables, root):
+    """The path of the recording file a call that never connected must not leave behind
+    (dialer mode starts MixMonitor on the Local ;1 before the agent's phone rings; it
+    writes only once the agent is bridged, but opens the file at once), else None.
+
+    >>> unanswered_recording({"DIALSTATUS": "NOANSWER", "CX_RECORDING": "2024/07/03/out-x.wav"},
+    ...                      "/var/spool/asterisk/monitor")
+    '/var/spool/asterisk/monitor/2024/07/03/out-x.wav'
+    >>> unanswered_recording({"DIALSTATUS": "ANSWER", "CX_RECORDING": "2024/07/03/out-x.wav"},
+    ...                      "/var/spool/asterisk/monitor") is None
+    True
+    """
+    relative = (variables.get("CX_RECORDING") or "").lstrip("/")
+    if not relative or not root or ".." in relative.split("/"):
+        return None
+    if disposition(variables) == "answered":
+        return None
+    return root.rstrip("/") + "/" + relative
 
 
 def webhook_id(uniqueid, event):
