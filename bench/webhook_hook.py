@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "lib"))
 
 from callexchange.config import load_config  # noqa: E402
-from callexchange.sandbox.calls import run_hook  # noqa: E402
+from callexchange.sandbox.agi_peer import run_hook  # noqa: E402
 from callexchange.webhooks.spool import Spool  # noqa: E402
 from callexchange.webhooks.deliverer import _BOOT
 from callexchange.webhooks.payload import make_record  # noqa: E402

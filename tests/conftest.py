@@ -58,10 +58,11 @@ def keys_file(tmp_path):
     return path
 
 
-@pytest.fixture
-def sandbox():
-    """A sandbox PBX on a free loopback port, accepting AMI_USERNAME / AMI_SECRET.
-    Set `sandbox.faults` (via `callexchange.sandbox.parse_fault`) to script faults."""
+@pytest.fixture(scope="session")
+def sandbox_server():
+    """One sandbox PBX for the whole session, on a free loopback port, accepting
+    AMI_USERNAME / AMI_SECRET (starting and stopping one costs its accept poll). Tests
+    take `sandbox`, which resets it; module-scoped fixtures may take this one."""
     from callexchange.sandbox.server import Sandbox
 
     pbx = Sandbox(host="127.0.0.1", port=0, username=AMI_USERNAME, secret=AMI_SECRET)
@@ -70,6 +71,15 @@ def sandbox():
         yield pbx
     finally:
         pbx.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server):
+    """The session's sandbox PBX, reset before and after the test: no faults, no
+    outcomes, an empty record. Script it with `sandbox.inject("slow-login=2")`."""
+    sandbox_server.reset()
+    yield sandbox_server
+    sandbox_server.reset()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import webtest
 from callexchange.calls.ani import AniLedger
 from callexchange.http.app import create_app
 from callexchange.config import load_config
-from callexchange.sandbox.server import parse_fault
 from conftest import AMI_SECRET, AMI_USERNAME, TEST_API_KEY, config_text
 from schemas import document, schema_names, validate, validator
 
@@ -25,27 +24,6 @@ MISSING_ERROR = "Missing parameters: api-key, extension, or destination"
 
 
 # --- fixtures and helpers ----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def module_sandbox():
-    from callexchange.sandbox.server import Sandbox
-
-    pbx = Sandbox(host="127.0.0.1", port=0, username=AMI_USERNAME, secret=AMI_SECRET)
-    pbx.start()
-    yield pbx
-    pbx.stop()
-
-
-@pytest.fixture
-def sandbox(module_sandbox):
-    """One sandbox PBX for the module (stopping one takes its 0.1 s accept poll), its
-    record and faults cleared for each test."""
-    with module_sandbox._lock:
-        module_sandbox.actions.clear()
-    module_sandbox.faults.clear()
-    yield module_sandbox
-    module_sandbox.faults.clear()
-
 
 class Gateway:
     """The app under test over a test config pointing at the sandbox."""
@@ -94,8 +72,7 @@ class Gateway:
         return AniLedger(self.config.state.dir).usage()
 
     def fault(self, text):
-        name, argument = parse_fault(text)
-        self.sandbox.faults[name] = argument
+        self.sandbox.inject(text)
 
 
 @pytest.fixture
@@ -752,7 +729,7 @@ def test_failed_request_is_not_remembered_under_its_idempotency_key(gateway):
     headers = {"Idempotency-Key": "crm-retry-0003"}
     gateway.fault("refuse-login")
     gateway.post(call(), headers=headers, status=502)
-    del gateway.sandbox.faults["refuse-login"]
+    gateway.sandbox.clear_faults("refuse-login")
     body = gateway.post(call(), headers=headers).json
     assert body["status"] == "true"
     assert len(gateway.originates()) == 1
@@ -838,7 +815,7 @@ def test_jsonrpc_pbx_refusal_is_32002_with_legacy_data(gateway):
 def test_retry_after_a_failure_is_not_swallowed_as_a_double_click(gateway):
     gateway.fault("refuse-login")
     gateway.post(call(), status=502)
-    del gateway.sandbox.faults["refuse-login"]
+    gateway.sandbox.clear_faults("refuse-login")
     gateway.post(call())
     assert len(gateway.originates()) == 1
 

@@ -1,21 +1,16 @@
 """The sandbox PBX (SPEC §9): the AMI side answers as Asterisk does, records what it was
-sent, takes faults and outcomes on its command line, and runs as `python -m
-callexchange.sandbox` until SIGTERM.
+sent, and is scripted through its public API (faults, outcomes, reset). Its command line
+is tested in tests/cli/test_cli_sandbox.py.
 
 The wire checks use a raw socket and byte literals, so they do not depend on our client.
 """
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from paths import LIB
 
 from callexchange.pbx import ami, wire
 from callexchange.sandbox import server as sandbox_module
@@ -279,86 +274,79 @@ def test_on_originate_is_the_hook_for_playing_calls():
             assert session.next_event("Hangup")["Uniqueid"] == "1700000000.3"
 
 
-# --- faults and outcomes on the command line --------------------------------------------------
+# --- scripting it through its API (the tests' AMI double) ----------------------------------
 
-def test_cli_parses_faults_and_outcomes():
-    args = sandbox_module.parse_args([
-        "--fault", "slow-login=2.5", "--fault", "originate-error=Extension does not exist.",
-        "--fault", "no-banner", "--fault", "messagesend-error",
-        "--outcome", "+4930123456=answered:30", "--outcome", "*=busy",
-        "--outcome", "111=noanswer", "--outcome", "222=answered",
-        "--log", "/tmp/x.jsonl", "--port", "0"])
-    assert args.fault == [("slow-login", 2.5), ("originate-error", "Extension does not exist."),
-                          ("no-banner", None), ("messagesend-error", "Message failed to send.")]
-    assert args.outcome == [("4930123456", Outcome("answered", 30.0)),
-                            ("*", Outcome("busy", 0.0)), ("111", Outcome("noanswer", 0.0)),
-                            ("222", Outcome("answered", sandbox_module.DEFAULT_TALK_SECONDS))]
-    assert (args.log, args.port) == ("/tmp/x.jsonl", 0)
-
-
-@pytest.mark.parametrize("argv", [
-    ["--fault", "bogus"], ["--fault", "slow-login"], ["--fault", "slow-login=soon"],
-    ["--fault", "no-banner=1"], ["--outcome", "123"], ["--outcome", "123=ringing"],
-    ["--outcome", "123=answered:long"], ["--outcome", "123=busy:3"]])
-def test_cli_refuses_bad_faults_and_outcomes(argv, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        sandbox_module.parse_args(argv)
-    assert exit_.value.code == 2
-    assert "error:" in capsys.readouterr().err
+def test_inject_and_clear_faults_change_what_the_next_session_gets():
+    settings = type("S", (), dict(host="127.0.0.1", username=USER, secret=SECRET,
+                                  connect_timeout=1, timeout=2))
+    with Sandbox(username=USER, secret=SECRET) as pbx:
+        settings.port = pbx.port
+        assert pbx.inject("refuse-login") == ("refuse-login", None)
+        assert pbx.inject("slow-messagesend", "0.5") == ("slow-messagesend", 0.5)
+        assert pbx.faults == {"refuse-login": None, "slow-messagesend": 0.5}
+        with pytest.raises(ami.AmiRejected):
+            ami.ping(settings)
+        pbx.clear_faults("refuse-login")
+        assert pbx.faults == {"slow-messagesend": 0.5}
+        assert ami.ping(settings).startswith("Asterisk Call Manager/")
+        pbx.clear_faults()
+        assert pbx.faults == {}
+        with pytest.raises(ValueError):
+            pbx.inject("no-such-fault")
 
 
-def test_help_documents_every_fault_and_outcome(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        sandbox_module.main(["--help"])
-    assert exit_.value.code == 0
-    text = capsys.readouterr().out
-    for name in sandbox_module.FAULTS:
-        assert name in text
-    for outcome in ("answered:SECONDS", "busy", "noanswer", "failed", "--outcome DEST=OUTCOME"):
-        assert outcome in text
+def test_faults_and_outcomes_read_back_are_copies():
+    with Sandbox(faults=["no-banner"], outcomes={"1": "busy"}) as pbx:
+        pbx.faults.clear()
+        pbx.outcomes.clear()
+        assert pbx.faults == {"no-banner": None}
+        assert pbx.outcomes == {"1": Outcome("busy", 0.0)}
+        pbx.actions.append("x")
+        assert pbx.actions == []
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def test_reset_restores_what_the_constructor_was_given_and_empties_the_record():
+    with Sandbox(username=USER, secret=SECRET, faults=["slow-login=0"],
+                 outcomes={"+4930123456": "busy"}) as pbx:
+        port = pbx.port
+        pbx.inject("refuse-login")
+        pbx.set_outcome("4930123456", "answered:3")
+        pbx.set_outcome("*", "noanswer")
+        with ami.AmiSession("127.0.0.1", port, USER, SECRET, 1, 2) as session:
+            with pytest.raises(ami.AmiRejected):
+                session.login()
+        assert [a.action for a in pbx.actions] == ["Login"]
+        assert pbx.reset()
+        assert pbx.faults == {"slow-login": 0.0}
+        assert pbx.outcomes == {"4930123456": Outcome("busy", 0.0)}
+        assert pbx.actions == [] and pbx.port == port
+        with ami.AmiSession("127.0.0.1", port, USER, SECRET, 1, 2) as session:
+            session.login()
 
 
-def test_cli_process_serves_a_login_and_exits_on_sigterm(tmp_path):
-    port = free_port()
-    config = tmp_path / "callexchange.ini"
-    config.write_text(
-        "[ami]\nhost = 127.0.0.1\nport = %d\nusername = callexchange\nsecret = %s\n"
-        "connect_timeout = 1\ntimeout = 2\n[ani]\ndefault = 12125550100\n"
-        "[state]\ndir = %s\n[recordings]\nroot = %s/rec\n"
-        "[auth]\nkeys_file = %s/keys\n" % (port, SECRET, tmp_path, tmp_path, tmp_path))
-    log = tmp_path / "ami.jsonl"
-    env = dict(os.environ, CALLEXCHANGE_CONFIG=str(config), PYTHONPATH=LIB)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "callexchange.sandbox", "--log", str(log),
-         "--outcome", "4930123456=busy"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()
-        assert "listening on 127.0.0.1:%d" % port in line, line + process.stderr.read()
-        settings = type("S", (), dict(host="127.0.0.1", port=port, username=USER,
-                                      secret=SECRET, connect_timeout=1, timeout=2))
-        assert ami.ping(settings) == "Asterisk Call Manager/5.0.1"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stdout.close()
-        process.stderr.close()
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [line["action"] for line in lines] == ["Login", "Ping", "Logoff"]
-    assert SECRET not in log.read_text()
+def test_reset_closes_the_connections_still_open():
+    with Sandbox(faults=["silent-after-banner"]) as pbx:
+        raw = RawClient(pbx.port)
+        try:
+            assert raw.banner().startswith("Asterisk Call Manager/")
+            pbx.reset()
+            assert raw.closed()
+        finally:
+            raw.close()
 
 
-def test_cli_reports_a_broken_config_and_exits_2(tmp_path, capsys):
-    config = tmp_path / "broken.ini"
-    config.write_text("[ami]\nport = many\n")
-    assert sandbox_module.main(["--config", str(config)]) == 2
-    assert "broken.ini" in capsys.readouterr().err
+def test_the_sandbox_modules_keep_no_state_of_their_own():
+    """Everything a sandbox knows lives on its Sandbox object: two sandboxes (or two
+    tests) never share a record, a fault or a call."""
+    import types
+
+    from callexchange.sandbox import agi_peer, calls, server
+
+    for module in (server, calls, agi_peer):
+        for name, value in vars(module).items():
+            if name.startswith("__") or isinstance(value, (types.ModuleType, type,
+                                                           types.FunctionType)):
+                continue
+            assert isinstance(value, (str, bytes, int, float, tuple, frozenset,
+                                      types.MappingProxyType)), \
+                "%s.%s is module state: %r" % (module.__name__, name, type(value))

@@ -16,8 +16,9 @@ import wave
 import pytest
 import webtest
 
-from callexchange.sandbox import server as sandbox_module
+from callexchange.pbx import ami
 from callexchange.sandbox import calls as sandbox_calls
+from callexchange.sandbox.agi_peer import DEFAULT_HOOK, agi_reply
 from callexchange.http.app import create_app
 from callexchange.config import load_config
 from callexchange.sandbox.server import Sandbox
@@ -35,8 +36,7 @@ class Pbx:
 
     def __init__(self, tmp_path, crm, carrier_cache, outcomes):
         self.sandbox = Sandbox(host="127.0.0.1", port=0, username=AMI_USERNAME,
-                               secret=AMI_SECRET, outcomes=outcomes).start()
-        self.sandbox.ring_seconds = 0.05
+                               secret=AMI_SECRET, outcomes=outcomes, ring_seconds=0.05).start()
         path = tmp_path / "callexchange.ini"
         path.write_text(config_text(tmp_path, self.sandbox.port, dial={"dedupe_seconds": "0"},
                                     webhook={"url": crm.url, "secret": SECRET,
@@ -58,7 +58,7 @@ class Pbx:
         return response.json
 
     def close(self):
-        sandbox_calls.wait_for_calls(self.sandbox, 10)
+        self.sandbox.wait_for_calls(10)
         self.sandbox.stop()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -92,7 +92,7 @@ def test_an_answered_call_sends_connect_then_hangup_with_the_reply_uniqueid(make
     pbx = make_pbx({LEAD: "answered:1"})
     reply = pbx.call(crm_id="lead-42")
     uniqueid = reply["uniqueid"]
-    assert sandbox_calls.wait_for_calls(pbx.sandbox, 10)
+    assert pbx.sandbox.wait_for_calls(10)
     connect, hangup = crm.wait_for(2)
     assert [connect.id, hangup.id] == ["msg_%s_connect" % uniqueid, "msg_%s_hangup" % uniqueid]
     assert connect.json["uniqueid"] == hangup.json["uniqueid"] == uniqueid
@@ -127,7 +127,7 @@ def test_an_answered_call_sends_connect_then_hangup_with_the_reply_uniqueid(make
 def test_a_call_that_never_connects_sends_only_its_hangup(make_pbx, crm, outcome, disposition):
     pbx = make_pbx({LEAD: outcome})
     uniqueid = pbx.call()["uniqueid"]
-    assert sandbox_calls.wait_for_calls(pbx.sandbox, 10)
+    assert pbx.sandbox.wait_for_calls(10)
     hangup = crm.wait_for(1)[0]
     assert hangup.id == "msg_%s_hangup" % uniqueid
     assert hangup.json["duration"] == 0 and hangup.json["disposition"] == disposition
@@ -143,7 +143,7 @@ def test_outcomes_are_chosen_per_destination(make_pbx, crm):
     pbx = make_pbx({LEAD: "busy", "*": "answered:0"})
     first = pbx.call()["uniqueid"]
     second = pbx.call(destination="12127770000")["uniqueid"]
-    assert sandbox_calls.wait_for_calls(pbx.sandbox, 10)
+    assert pbx.sandbox.wait_for_calls(10)
     requests = crm.wait_for(3)
     by_id = {r.id: r.json for r in requests}
     assert by_id["msg_%s_hangup" % first]["disposition"] == "busy"
@@ -151,22 +151,22 @@ def test_outcomes_are_chosen_per_destination(make_pbx, crm):
     assert "msg_%s_connect" % second in by_id
 
 
-def test_a_sandbox_without_config_plays_no_calls():
-    class Action(dict):
-        uniqueid = "1.2"
-
-        def get_all(self, name):
-            return []
-
-    assert sandbox_calls.play_call(Sandbox(), Action(), sandbox_module.Outcome("answered", 1)) \
-        is None
+def test_a_sandbox_without_config_plays_no_calls(tmp_path):
+    with Sandbox(username=AMI_USERNAME, secret=AMI_SECRET, hook=str(tmp_path / "no-hook"),
+                 ring_seconds=0) as pbx:
+        with ami.AmiSession("127.0.0.1", pbx.port, AMI_USERNAME, AMI_SECRET, 1, 2) as session:
+            session.login()
+            ami.originate(session, channel="PJSIP/2001", context="callexchange-outbound",
+                          exten=LEAD, channel_id="1700000000.8", timeout_ms=1000)
+        assert pbx.calls_in_progress() == 0
+        assert pbx.wait_for_calls(0)
 
 
 def test_a_missing_hook_is_reported_and_the_recording_still_written(make_pbx, crm, capsys):
     pbx = make_pbx({LEAD: "answered:0.2"})
-    pbx.sandbox.hook_path = "/nonexistent/callexchange-webhook.agi"
+    pbx.sandbox.hook = "/nonexistent/callexchange-webhook.agi"
     uniqueid = pbx.call()["uniqueid"]
-    assert sandbox_calls.wait_for_calls(pbx.sandbox, 10)
+    assert pbx.sandbox.wait_for_calls(10)
     assert "no hook at /nonexistent" in capsys.readouterr().err
     assert crm.requests == []
     relative = sandbox_calls.recording_path(uniqueid, LEAD, "2001")
@@ -174,21 +174,10 @@ def test_a_missing_hook_is_reported_and_the_recording_still_written(make_pbx, cr
         assert recording.getnframes() == 1600
 
 
-def test_command_line_takes_hook_and_ring():
-    args = sandbox_module.parse_args(["--hook", "/opt/x.agi", "--ring", "0.5",
-                                      "--outcome", "%s=answered:2" % LEAD])
-    pbx = Sandbox()
-    sandbox_calls.configure(pbx, args)
-    assert pbx.hook_path == "/opt/x.agi" and pbx.ring_seconds == 0.5
-    defaults = sandbox_module.parse_args([])
-    assert defaults.hook is None and defaults.ring == sandbox_calls.DEFAULT_RING_SECONDS
-    assert "--hook" in sandbox_module.build_parser().format_help()
-
-
 def test_default_hook_is_the_checkouts_agi_script():
-    assert sandbox_calls.DEFAULT_HOOK.endswith(os.path.join("agi-bin",
+    assert DEFAULT_HOOK.endswith(os.path.join("agi-bin",
                                                             "callexchange-webhook.agi"))
-    assert os.access(sandbox_calls.DEFAULT_HOOK, os.X_OK)
+    assert os.access(DEFAULT_HOOK, os.X_OK)
 
 
 def test_recording_path_is_the_freepbx_name_in_day_folders():
@@ -208,10 +197,23 @@ def test_record_call_writes_the_talk_time_of_audio(tmp_path):
 
 def test_agi_reply_answers_like_asterisk():
     variables = {"CX_UNIQUEID": "1.2", "EMPTY": ""}
-    assert sandbox_calls.agi_reply("GET VARIABLE CX_UNIQUEID", variables) == \
+    assert agi_reply("GET VARIABLE CX_UNIQUEID", variables) == \
         b"200 result=1 (1.2)\n"
-    assert sandbox_calls.agi_reply("GET VARIABLE EMPTY", variables) == b"200 result=1 ()\n"
-    assert sandbox_calls.agi_reply("GET VARIABLE NOPE", variables) == b"200 result=0\n"
-    assert sandbox_calls.agi_reply("EXEC System rm", variables).startswith(b"510")
-    assert sandbox_calls.agi_reply('GET FULL VARIABLE "${CX_UNIQUEID}|${NOPE}|x"',
+    assert agi_reply("GET VARIABLE EMPTY", variables) == b"200 result=1 ()\n"
+    assert agi_reply("GET VARIABLE NOPE", variables) == b"200 result=0\n"
+    assert agi_reply("EXEC System rm", variables).startswith(b"510")
+    assert agi_reply('GET FULL VARIABLE "${CX_UNIQUEID}|${NOPE}|x"',
                                    variables) == b"200 result=1 (1.2||x)\n"
+
+
+def test_reset_hangs_up_a_call_in_progress_which_still_sends_its_hangup(make_pbx, crm):
+    pbx = make_pbx({LEAD: "answered:60"})
+    uniqueid = pbx.call()["uniqueid"]
+    connect = crm.wait_for(1)[0]
+    assert connect.id == "msg_%s_connect" % uniqueid
+    assert pbx.sandbox.calls_in_progress() == 1
+    assert pbx.sandbox.reset(10)
+    assert pbx.sandbox.calls_in_progress() == 0
+    hangup = crm.wait_for(2)[1]
+    assert hangup.id == "msg_%s_hangup" % uniqueid
+    assert hangup.json["disposition"] == "answered" and hangup.json["duration"] < 60

@@ -1,5 +1,5 @@
 """The dialplan hook, agi-bin/callexchange-webhook.agi, driven as Asterisk drives it: the
-AGI environment and answers to GET (FULL) VARIABLE over pipes (`sandbox_calls.run_hook`).
+AGI environment and answers to GET (FULL) VARIABLE over pipes (`sandbox.agi_peer.run_hook`).
 
 It must write the event durably, return within milliseconds whatever the CRM does (the
 deliverer runs detached), never hang on a closed or silent Asterisk, never break the call
@@ -19,7 +19,7 @@ import pytest
 
 from callexchange.pbx import agi
 from callexchange.webhooks.deliverer import PROBE_INTERVAL
-from callexchange.sandbox.calls import agi_environment, DEFAULT_HOOK, run_hook
+from callexchange.sandbox.agi_peer import agi_environment, DEFAULT_HOOK, run_hook
 from callexchange.webhooks.spool import Spool
 from test_webhook_delivery import make_config
 from paths import LIB
@@ -370,7 +370,7 @@ def test_hook_gives_up_on_a_silent_asterisk(pbx):
 
 
 def test_hook_survives_sighup_as_asterisk_sends_it_on_hangup(pbx, crm):
-    from callexchange.sandbox.calls import agi_reply
+    from callexchange.sandbox.agi_peer import agi_reply
 
     hook = {}
 

@@ -28,7 +28,7 @@ def main(argv=None):
         else:
             print("usage: callexchange [--config FILE] sandbox [options]", file=sys.stderr)
             return 2
-        from callexchange.sandbox import server as sandbox
+        from callexchange.cli import sandbox
         return sandbox.main(forwarded + argv[position + 1:])
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """`python -m callexchange.sandbox`: the sandbox PBX in the foreground (as `callexchange sandbox`)."""
 import sys
 
-from callexchange.sandbox.server import main
+from callexchange.cli.sandbox import main
 
 sys.exit(main())

@@ -1,10 +1,12 @@
 """The sandbox PBX: a stand-in for Asterisk that speaks the real AMI wire protocol.
 
-`callexchange sandbox` runs it on the `[ami]` host and port of the config, so the gateway
-needs no change to use it; CRM developers test against it without dialing anyone. The
-project's tests use the same class (`Sandbox`) as their AMI test double, with scripted
-faults (no banner, refused login, Originate refused, dropped connection, slow answers...)
-and `actions`, the record of everything the gateway sent.
+`callexchange sandbox` (its command line: `cli/sandbox.py`) runs it on the `[ami]` host
+and port of the config, so the gateway needs no change to use it; CRM developers test
+against it without dialing anyone. The project's tests use the same class (`Sandbox`) as
+their AMI test double, through its public API only: scripted faults (no banner, refused
+login, Originate refused, dropped connection, slow answers...) with `inject` and
+`clear_faults`, outcomes with `set_outcome`, `reset()` between tests, and `actions`, the
+record of everything the gateway sent.
 
 What it answers, as Asterisk does (every reply echoes the ActionID):
 
@@ -26,23 +28,22 @@ What it answers, as Asterisk does (every reply echoes the ActionID):
     'Pong'
 """
 
-import argparse
 import hmac
 import json
-import signal
 import socket
 import sys
 import threading
 import time
 from collections import namedtuple
+from types import MappingProxyType
 
-from callexchange.sandbox import calls as sandbox_calls
 from callexchange.pbx.wire import encode_message, MessageParser
+from callexchange.sandbox.calls import DEFAULT_RING_SECONDS, CallPlayer
 
 BANNER = b"Asterisk Call Manager/5.0.1\r\n"
 
 # fault name -> (argument: None | "SECONDS" | "MESSAGE", default argument, help)
-FAULTS = {
+FAULTS = MappingProxyType({
     "no-banner": (None, None, "accept the connection, send nothing, keep it open"),
     "close-on-accept": (None, None, "accept the connection, then close it at once"),
     "silent-after-banner": (None, None, "send the banner, then read but never answer"),
@@ -67,16 +68,16 @@ FAULTS = {
                             "and replies carrying other ActionIDs"),
     "messagesend-error": ("MESSAGE", "Message failed to send.",
                           "answer MessageSend 'Response: Error' with MESSAGE"),
-}
+})
 
 # outcome kind -> (OriginateResponse Response, Reason): Asterisk's AST_CONTROL_* codes.
-OUTCOMES = {
+OUTCOMES = MappingProxyType({
     "answered": ("Success", 4),
     "busy": ("Failure", 5),
     "noanswer": ("Failure", 3),
     "failed": ("Failure", 0),
     "congestion": ("Failure", 8),
-}
+})
 
 Outcome = namedtuple("Outcome", "kind seconds")
 Outcome.__doc__ = "How a sandbox call ends: `kind` (see OUTCOMES), `seconds` talked."
@@ -152,6 +153,25 @@ def parse_outcome_rule(text):
     return dest, parse_outcome(outcome)
 
 
+def _fault_table(faults):
+    """{name: argument} from the constructor's forms of `faults`."""
+    if isinstance(faults, dict):
+        faults = faults.items()
+    table = {}
+    for fault in faults:
+        name, argument = (parse_fault(fault) if isinstance(fault, str)
+                          else check_fault(*fault))
+        table[name] = argument
+    return table
+
+
+def _outcome_table(outcomes):
+    """{normalised destination: Outcome} from {destination: Outcome or its text}."""
+    return {normalise_destination(dest): (outcome if isinstance(outcome, Outcome)
+                                          else parse_outcome(outcome))
+            for dest, outcome in outcomes.items()}
+
+
 def normalise_destination(text):
     text = text.strip()
     return text[1:] if text.startswith("+") else text
@@ -200,42 +220,51 @@ class RecordedAction(dict):
 
 
 class Sandbox:
-    """The stand-in PBX. `start()` returns once it listens (`port` is then the real
-    port, also with port=0); `stop()` closes every connection and joins every thread.
-    Also a context manager.
+    """The stand-in PBX, and the tests' AMI double. `start()` returns once it listens
+    (`port` is then the real port, also with port=0); `stop()` hangs up its calls, closes
+    every connection and joins every thread. Also a context manager.
 
-    `faults`: names ('no-banner'), 'name=ARG' strings, (name, arg) pairs or a
-    {name: arg} dict (see FAULTS).
-    `outcomes`: {destination or '*': Outcome or 'busy' / 'answered:30' ...}.
-    `log_path`: each received action is appended there as one JSON line.
-    `config`: the gateway Config, for playing calls (recordings, webhooks).
+    Scripting it (all thread-safe, at any time, also while it runs):
+
+    * `faults`: names ('no-banner'), 'name=ARG' strings, (name, arg) pairs or a
+      {name: arg} dict (see FAULTS); later `inject('slow-login=2')`, `clear_faults()`;
+    * `outcomes`: {destination or '*': Outcome or 'busy' / 'answered:30' ...}; later
+      `set_outcome('4930123456', 'busy')`;
+    * `reset()`: back to what the constructor was given, with an empty record, between
+      the tests that share one sandbox.
+
+    Watching it: `actions` (every action received, as RecordedAction), `actions_named`,
+    `log_path` (each action appended there as one JSON line), `wait_for_calls()`.
+
+    Playing calls: with `config` (the gateway Config: recordings root, the hook's
+    config) each accepted Originate is played as a call (`calls.CallPlayer`): the hook at
+    `hook` (default: the checkout's), after `ring_seconds` of ringing. `config`, `hook`
+    and `ring_seconds` may also be set after construction (e.g. once `port` is known);
+    calls started afterwards use them.
     """
 
     def __init__(self, host="127.0.0.1", port=0, username="callexchange", secret="s3cret",
-                 faults=(), outcomes=None, log_path=None, config=None,
-                 response_delay=0.05, login_failure_delay=0.0):
+                 faults=(), outcomes=None, log_path=None, config=None, hook=None,
+                 ring_seconds=DEFAULT_RING_SECONDS, response_delay=0.05,
+                 login_failure_delay=0.0):
         self.host = host
         self.port = port
         self.username = username
         self.secret = secret
-        self.faults = {}
-        if isinstance(faults, dict):
-            faults = faults.items()
-        for fault in faults:
-            name, argument = (parse_fault(fault) if isinstance(fault, str)
-                              else check_fault(*fault))
-            self.faults[name] = argument
-        self.outcomes = {}
-        for dest, outcome in (outcomes or {}).items():
-            self.outcomes[normalise_destination(dest)] = (
-                outcome if isinstance(outcome, Outcome) else parse_outcome(outcome))
         self.log_path = log_path
         self.config = config
+        self.hook = hook
+        self.ring_seconds = ring_seconds
         self.response_delay = response_delay
         # Asterisk sleeps a second before answering a refused login; 0 keeps tests fast.
         self.login_failure_delay = login_failure_delay
-        self.actions = []
         self._lock = threading.Lock()
+        self._initial_faults = _fault_table(faults)
+        self._initial_outcomes = _outcome_table(outcomes or {})
+        self._faults = dict(self._initial_faults)
+        self._outcomes = dict(self._initial_outcomes)
+        self._actions = []
+        self._player = CallPlayer()
         self._stopping = threading.Event()
         self._listener = None
         self._accept_thread = None
@@ -243,6 +272,73 @@ class Sandbox:
         self._threads = []
         self._connection_count = 0
         self._uniqueid_count = 0
+
+    # --- scripting ---
+
+    @property
+    def faults(self):
+        """The faults in force: {name: argument or None} (a copy)."""
+        with self._lock:
+            return dict(self._faults)
+
+    def inject(self, fault, argument=None):
+        """Add a fault from now on: inject('slow-login=2'), inject('slow-login', 2),
+        inject('no-banner'). Returns (name, argument) as validated; ValueError for an
+        unknown fault or a wrong argument."""
+        name, argument = (parse_fault(fault) if argument is None
+                          else check_fault(fault, argument))
+        with self._lock:
+            self._faults[name] = argument
+        return name, argument
+
+    def clear_faults(self, *names):
+        """Remove the named faults (all of them without names)."""
+        with self._lock:
+            if not names:
+                self._faults.clear()
+            for name in names:
+                self._faults.pop(name, None)
+
+    def fault(self, name):
+        """(True, argument) when fault `name` is in force, else (False, None)."""
+        with self._lock:
+            return (name in self._faults), self._faults.get(name)
+
+    @property
+    def outcomes(self):
+        """{destination or '*': Outcome} (a copy)."""
+        with self._lock:
+            return dict(self._outcomes)
+
+    def set_outcome(self, destination, outcome):
+        """How calls to `destination` ('*': every other) end from now on: an Outcome or
+        its text ('busy', 'answered:30')."""
+        with self._lock:
+            self._outcomes.update(_outcome_table({destination: outcome}))
+
+    def reset(self, timeout=10.0):
+        """Back to what the constructor was given: its faults and outcomes, an empty
+        record, no call in progress (each is hung up; an answered one still runs its
+        hangup hook) and no client connection (each is closed). The port, credentials and
+        call settings stay. True if every call ended within `timeout`."""
+        ended = self._player.hang_up_all(timeout)
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            connection.shutdown()
+        with self._lock:
+            self._faults = dict(self._initial_faults)
+            self._outcomes = dict(self._initial_outcomes)
+            self._actions = []
+        return ended
+
+    def wait_for_calls(self, timeout=10.0):
+        """Wait until every call being played has hung up by itself. True if all did."""
+        return self._player.wait(timeout)
+
+    def calls_in_progress(self):
+        """How many calls are being played right now."""
+        return self._player.in_progress()
 
     # --- life cycle ---
 
@@ -266,8 +362,9 @@ class Sandbox:
         return self
 
     def stop(self):
-        """Close the listener and every connection; join all threads."""
+        """Hang up every call, close the listener and every connection; join all threads."""
         self._stopping.set()
+        self._player.hang_up_all()
         if self._accept_thread is not None:
             self._accept_thread.join(5)
             self._accept_thread = None
@@ -321,11 +418,18 @@ class Sandbox:
 
     # --- the record of what was sent ---
 
+    @property
+    def actions(self):
+        """Every action received since the start (or the last reset), in arrival order:
+        a list of RecordedAction (a copy)."""
+        with self._lock:
+            return list(self._actions)
+
     def record(self, message, connection):
-        """Keep `message` (an ami.Message) in `actions` and the log; return the record."""
+        """Keep `message` (a wire.Message) in `actions` and the log; return the record."""
         entry = RecordedAction(message.pairs, connection.number, round(time.time(), 6))
         with self._lock:
-            self.actions.append(entry)
+            self._actions.append(entry)
             if self.log_path:
                 with open(self.log_path, "a", encoding="utf-8") as log:
                     log.write(entry.to_json() + "\n")
@@ -334,7 +438,7 @@ class Sandbox:
     def actions_named(self, name):
         """The recorded actions called `name` (case-insensitive), in arrival order."""
         with self._lock:
-            return [a for a in self.actions if a.action.lower() == name.lower()]
+            return [a for a in self._actions if a.action.lower() == name.lower()]
 
     # --- calls ---
 
@@ -355,11 +459,12 @@ class Sandbox:
         candidates.append(action.get("Exten") or "")
         channel = action.get("Channel") or ""
         candidates.append(channel.partition("/")[2].partition("@")[0])
+        outcomes = self.outcomes
         for candidate in candidates:
             candidate = normalise_destination(candidate)
-            if candidate and candidate in self.outcomes:
-                return self.outcomes[candidate]
-        return self.outcomes.get("*", DEFAULT_OUTCOME)
+            if candidate and candidate in outcomes:
+                return outcomes[candidate]
+        return outcomes.get("*", DEFAULT_OUTCOME)
 
     def on_originate(self, action):
         """Play the call an accepted Originate asked for. `action` is the ami.Message;
@@ -385,7 +490,8 @@ class Sandbox:
                       ("Exten", action.get("Exten") or "")]
         event += [("Reason", str(reason)), ("Uniqueid", action.uniqueid),
                   ("CallerIDNum", number), ("CallerIDName", name)]
-        sandbox_calls.play_call(self, action, outcome)
+        if self.config is not None:
+            self._player.play(self.config, action, outcome, self.hook, self.ring_seconds)
         return [(self.response_delay, event)]
 
 
@@ -423,6 +529,7 @@ class _Connection:
         self.logged_in = False
         self.events = True
         self.open = True
+        self.closing = threading.Event()
         self._send_lock = threading.Lock()
         self._later = []
 
@@ -445,7 +552,9 @@ class _Connection:
         self._later.append((time.monotonic() + delay, encode_message(pairs)))
 
     def shutdown(self):
-        """Called by Sandbox.stop() from another thread: wake the reader up."""
+        """Called by Sandbox.stop() and reset() from another thread: end this connection
+        (wake the reader up, cut any wait short)."""
+        self.closing.set()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -453,11 +562,11 @@ class _Connection:
 
     def wait(self, seconds):
         """Sleep, unless the sandbox stops first. True if the full time passed."""
-        return not self.sandbox._stopping.wait(seconds)
+        return not self.closing.wait(seconds)
 
     def hold(self):
         """Keep the connection open, reading and ignoring, until the peer or we stop."""
-        while not self.sandbox._stopping.is_set():
+        while not self.closing.is_set():
             try:
                 self.sock.settimeout(_POLL)
                 if not self.sock.recv(65536):
@@ -500,7 +609,7 @@ class _Connection:
             self.hold()
             return
         parser = MessageParser()
-        while self.open and not self.sandbox._stopping.is_set():
+        while self.open and not self.closing.is_set():
             self._flush_due()
             timeout = _POLL
             if self._later:
@@ -700,119 +809,3 @@ def _interleaved_messages(action_id):
          ("ChannelStateDesc", "Ringing"), ("Uniqueid", "1700000000.3")],
         [("Response", "Success"), ("ActionID", "someone-else-7"), ("Ping", "Pong")],
     ]
-
-
-# --- command line -------------------------------------------------------------------------
-
-def _help_epilog():
-    lines = ["faults (--fault NAME[=ARG], repeatable):"]
-    for name, (kind, default, text) in FAULTS.items():
-        label = name if kind is None else "%s=%s" % (name, kind)
-        lines.append("  %-28s %s" % (label, text))
-    lines += [
-        "",
-        "outcomes (--outcome DEST=OUTCOME, repeatable; DEST '*' is the default):",
-        "  answered:SECONDS             the call is answered and talks SECONDS "
-        "(plain 'answered': %g)" % DEFAULT_TALK_SECONDS,
-        "  busy                         OriginateResponse Failure, Reason 5",
-        "  noanswer                     OriginateResponse Failure, Reason 3",
-        "  failed                       OriginateResponse Failure, Reason 0",
-        "  congestion                   OriginateResponse Failure, Reason 8",
-        "  DEST is the destination number (the CX_DESTINATION variable, the Exten or the",
-        "  number in the Channel); without a rule a call is %s:%g."
-        % DEFAULT_OUTCOME,
-        "",
-        "examples:",
-        "  callexchange sandbox --outcome 4930123456=busy --outcome '*=answered:20'",
-        "  callexchange sandbox --fault slow-login=3 --log /tmp/ami.jsonl",
-        "  callexchange sandbox --fault 'originate-error=Extension does not exist.'",
-    ]
-    return "\n".join(lines)
-
-
-def _cli_type(parse):
-    def convert(text):
-        try:
-            return parse(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-    convert.__name__ = parse.__name__
-    return convert
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="callexchange sandbox",
-        description="Run a stand-in for Asterisk that speaks the AMI wire protocol on the "
-                    "[ami] host and port of the config, until SIGTERM or Ctrl-C. It "
-                    "accepts Login (the [ami] username and secret), Ping, Originate, "
-                    "MessageSend and Logoff as Asterisk does, and plays each call with "
-                    "the outcome chosen for its destination.",
-        epilog=_help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", metavar="FILE",
-                        help="config file (default: $CALLEXCHANGE_CONFIG, else "
-                             "/etc/callexchange/callexchange.ini)")
-    parser.add_argument("--host", help="listen on this address instead of [ami] host")
-    parser.add_argument("--port", type=int, help="listen on this port instead of [ami] port "
-                                                 "(0: any free port)")
-    parser.add_argument("--fault", action="append", default=[], metavar="NAME[=ARG]",
-                        type=_cli_type(parse_fault), help="script a fault (see below)")
-    parser.add_argument("--outcome", action="append", default=[], metavar="DEST=OUTCOME",
-                        type=_cli_type(parse_outcome_rule),
-                        help="how calls to DEST end (see below)")
-    parser.add_argument("--log", metavar="FILE",
-                        help="append every received action to FILE as one JSON line "
-                             "(the Login secret is written as ***)")
-    sandbox_calls.add_arguments(parser)
-    return parser
-
-
-def parse_args(argv):
-    """The parsed command line: .config, .host, .port, .fault [(name, arg)],
-    .outcome [(dest, Outcome)], .log."""
-    return build_parser().parse_args(argv)
-
-
-def main(argv=None):
-    """`callexchange sandbox`: serve in the foreground until SIGTERM or SIGINT."""
-    from callexchange.config import ConfigError, load_config
-
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        config = load_config(args.config or None)
-    except ConfigError as error:
-        print("callexchange sandbox: %s" % error, file=sys.stderr)
-        return 2
-    sandbox = Sandbox(host=args.host or config.ami.host,
-                      port=config.ami.port if args.port is None else args.port,
-                      username=config.ami.username, secret=config.ami.secret,
-                      faults=args.fault, outcomes=dict(args.outcome), log_path=args.log,
-                      config=config)
-    sandbox_calls.configure(sandbox, args)
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        sandbox.start()
-    except OSError as error:
-        print("callexchange sandbox: cannot listen on %s:%s: %s"
-              % (sandbox.host, sandbox.port, error.strerror or error), file=sys.stderr)
-        return 1
-    faults = ", ".join(n if a is None else "%s=%s" % (n, a)
-                       for n, a in sandbox.faults.items()) or "none"
-    print("callexchange sandbox: AMI listening on %s:%d (user %s; faults: %s)"
-          % (sandbox.host, sandbox.port, sandbox.username, faults), flush=True)
-    try:
-        while not stop.is_set():
-            stop.wait(0.5)
-    finally:
-        sandbox.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
