@@ -9,6 +9,8 @@ still send that string; we store the SHA-256 of whatever string the client sends
 import os
 import time
 
+from callexchange.percent import is_hex
+
 # The builtin SHA-256 and digest compare: importing hashlib/hmac loads OpenSSL, which costs
 # a CGI process ~2-3 ms per request for one hash. Same functions, same results.
 try:
@@ -62,14 +64,10 @@ def read_keys(path):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split("\t")
-        if len(fields) < 2 or len(fields[1]) != 64 or not _is_hex(fields[1]):
+        if len(fields) < 2 or len(fields[1]) != 64 or not is_hex(fields[1]):
             raise KeyFileError("%s:%d: expected 'label<TAB>sha256-hex<TAB>created'" % (path, number))
         entries.append((fields[0], fields[1].lower(), fields[2] if len(fields) > 2 else ""))
     return entries
-
-
-def _is_hex(text):
-    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def find_label(path, presented_key):

@@ -27,6 +27,15 @@ def normalize_names(params):
     return normalized
 
 
+def is_blank(value):
+    """An absent field: None, or a string of white space only.
+
+    >>> is_blank(None), is_blank("  "), is_blank(0)
+    (True, True, False)
+    """
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def check_no_control(name, value):
     """Refuse CR, LF and NUL: such a value could inject an AMI header or dialplan."""
     if any(c in value for c in _CONTROL):

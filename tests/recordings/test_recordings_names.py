@@ -6,7 +6,8 @@ from hypothesis import given, strategies as st
 
 from callexchange.errors import ApiError
 from callexchange.recordings.lookup import MAX_LIMIT, read_query, recording_entry
-from callexchange.recordings.names import index_key, number_digits, numbers_match, parse_name
+from callexchange.recordings.names import (index_key, number_digits, numbers_match, parse_name,
+                                           recording_url)
 
 LEGACY = "out-12127773456-unknown-20240703-203742-1720039056.22191.wav"
 
@@ -282,3 +283,14 @@ def test_entry_has_the_legacy_fields_with_the_day_folder_date():
 def test_url_is_percent_encoded_and_defaults_to_the_wav_files_alias():
     entry = recording_entry("", "20240708", "out-1 2#3%.wav", "00:00:00", 0, "")
     assert entry["url"] == "/wav-files/2024/07/08/out-1%202%233%25.wav"
+
+
+def test_recording_url_quotes_what_a_url_cannot_hold_the_same_for_lookups_and_webhooks():
+    assert recording_url("https://x/wav-files/", "2024/01/02/out-1-a#b-x.wav") == \
+        "https://x/wav-files/2024/01/02/out-1-a%23b-x.wav"
+    assert recording_url("", "2024/01/02/a.wav") == "/wav-files/2024/01/02/a.wav"
+    assert recording_url("https://x", "2024/01/02/out-+4930-2001.wav") == \
+        "https://x/2024/01/02/out-+4930-2001.wav"
+    assert recording_url("https://x", "") == ""
+    entry = recording_entry("https://x", "20240102", "out-1-a#b-x.wav", "00:00:00", 0, "")
+    assert entry["url"] == recording_url("https://x", "2024/01/02/out-1-a#b-x.wav")

@@ -297,12 +297,12 @@ def test_hook_reads_billsec_when_dial_left_no_answeredtime(pbx, crm):
 def test_call_data_never_meets_a_shell(pbx, crm, tmp_path):
     marker = tmp_path / "pwned"
     crm_id = "$(touch %s); `touch %s` | ; & > <" % (marker, marker)
-    from callexchange.calls.endpoint import percent_encode
+    from callexchange import percent
 
-    pbx.hook("connect", dict(CALL, CX_CRM_ID=percent_encode(crm_id),
+    pbx.hook("connect", dict(CALL, CX_CRM_ID=percent.encode(crm_id),
                              CX_EXTENSION="2001;touch%20x"))
     make_config(tmp_path, crm.url, extended="yes")
-    pbx.hook("hangup", dict(HANGUP, CX_CRM_ID=percent_encode(crm_id)))
+    pbx.hook("hangup", dict(HANGUP, CX_CRM_ID=percent.encode(crm_id)))
     requests = crm.wait_for(2)
     assert requests[1].json["crm_id"] == crm_id
     assert requests[0].json["extension"] == "2001;touch%20x"

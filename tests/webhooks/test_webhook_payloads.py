@@ -17,8 +17,7 @@ from hypothesis import given, strategies as st
 
 from callexchange.webhooks import signing
 from callexchange.webhooks.spool import dumps_compact
-from callexchange.webhooks.payload import (build_body, call_event, disposition, make_record,
-                                           percent_decode, recording_url)
+from callexchange.webhooks.payload import build_body, call_event, disposition, make_record
 from callexchange.webhooks.signing import request_headers, signing_key
 from schemas import validate
 
@@ -197,21 +196,6 @@ def test_duration_is_the_talk_time_from_the_stamps_not_answeredtime():
     assert call_event("hangup", dict(variables, CX_ENDED_AT="1732700007.6"), 1)["duration"] == 3
     # Without the stamps (an older dialplan): ANSWEREDTIME as before.
     assert call_event("hangup", ANSWERED, 1)["duration"] == 25
-
-
-def test_recording_url_quotes_what_a_url_cannot_hold():
-    assert recording_url("https://x/wav-files/", "2024/01/02/out-1-a#b-x.wav") == \
-        "https://x/wav-files/2024/01/02/out-1-a%23b-x.wav"
-    assert recording_url("", "2024/01/02/a.wav") == "2024/01/02/a.wav"
-    assert recording_url("https://x", "") == ""
-
-
-def test_percent_decode_undoes_call_percent_encode():
-    from callexchange.calls.endpoint import percent_encode
-
-    for text in ("lead 7, NY", "100%", "Köln/✓", "a%zz", ""):
-        assert percent_decode(percent_encode(text)) == text
-    assert percent_decode("100%") == "100%"
 
 
 @given(st.recursive(

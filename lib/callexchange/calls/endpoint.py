@@ -8,11 +8,11 @@ edge, into the legacy shape with its `message: We fail on making a call...` line
 import os
 import time
 
-from callexchange import keys
+from callexchange import keys, percent
 from callexchange.calls import ani, numbers
 from callexchange.calls.replay import ReplayStore
 from callexchange.errors import ApiError, status_line
-from callexchange.params import bool_field, number_field, text_field
+from callexchange.params import bool_field, is_blank, number_field, text_field
 from callexchange.statedir import StateDir
 
 
@@ -63,18 +63,6 @@ def new_uniqueid(clock=time.time):
     return "%d.%012d" % (int(clock()), int.from_bytes(os.urandom(8), "big") % 10 ** 12)
 
 
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-
-def percent_encode(text):
-    """RFC 3986 percent-encoding of UTF-8, every byte but the unreserved ones.
-
-    >>> percent_encode("lead 7, NY")
-    'lead%207%2C%20NY'
-    """
-    return "".join(chr(b) if b in _UNRESERVED else "%%%02X" % b for b in text.encode("utf-8"))
-
-
 def failure_message(params):
     """The legacy `message` of every error reply: who was to be called."""
     def shown(name):
@@ -96,10 +84,6 @@ def error_reply(error, params):
     return body
 
 
-def _blank(value):
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
 def _check_extension(value):
     if len(value) > 40 or not set(value) <= _EXTENSION_CHARS:
         raise ApiError(400, "Field 'extension' must be 1 to 40 letters, digits or * # + _ . -",
@@ -117,7 +101,7 @@ def _check_crm_id(value):
     # It travels percent-encoded in one `Variable: __CX_CRM_ID=...` line, which Asterisk
     # limits to 1024 bytes: 128 characters always fit unless they are mostly CJK or emoji
     # (9 to 12 encoded bytes each).
-    if value is not None and len(percent_encode(value)) > 990:
+    if value is not None and len(percent.encode(value)) > 990:
         raise ApiError(400, "Field 'crm_id' is too long once percent-encoded (at most 990 "
                             "bytes; use fewer non-ASCII characters)", field="crm_id")
     return value
@@ -141,7 +125,7 @@ def _issue_call(config, params, api_key, protect_double_click, not_after):
     missing = [name for name, value in (("api-key", api_key),
                                         ("extension", params.get("extension")),
                                         ("destination", params.get("destination")))
-               if _blank(value)]
+               if is_blank(value)]
     if missing:
         raise ApiError(400, MISSING_ERROR, missing=missing)
     label = keys.authenticate(config.auth.keys_file, api_key)
@@ -202,7 +186,7 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
         ("__CX_EXTENSION", extension),
         ("__CX_DESTINATION", number.dial_digits),
         # Percent-encoded: Asterisk splits Variable headers and AGI arguments on commas.
-        ("__CX_CRM_ID", percent_encode(crm_id or "")),
+        ("__CX_CRM_ID", percent.encode(crm_id or "")),
         # How the dialplan rings the agent in dialer mode ([dial] agent_channel, whose
         # config check keeps it free of what a Variable header cannot carry).
         ("__CX_AGENT_DIAL", agent_dial),

@@ -6,6 +6,7 @@ a JSON-RPC 2.0 request or batch, a form, or for GET the query string.
 
 import json
 
+from callexchange import percent
 from callexchange.errors import ApiError
 
 
@@ -41,20 +42,11 @@ def parse_query(text):
 
 
 def _unquote_plus(text):
+    text = text.replace("+", " ")
     if "%" not in text:
-        return text.replace("+", " ")
-    raw = bytearray()
-    pieces = text.replace("+", " ").split("%")
-    raw += pieces[0].encode("utf-8")
-    for piece in pieces[1:]:
-        escape = piece[:2]
-        if len(escape) == 2 and all(c in "0123456789abcdefABCDEF" for c in escape):
-            raw.append(int(escape, 16))
-            raw += piece[2:].encode("utf-8")
-        else:
-            raw += b"%" + piece.encode("utf-8")
+        return text
     try:
-        return raw.decode("utf-8")
+        return percent.decode_bytes(text).decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "Form data is not valid UTF-8") from None
 

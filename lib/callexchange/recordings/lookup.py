@@ -7,16 +7,15 @@ through the index (`recordings.index`, never walked per request) and `recordings
 """
 
 from callexchange.errors import ApiError, status_line
-from callexchange.params import check_no_control, text_field
+from callexchange.params import check_no_control, is_blank, text_field
 from callexchange.statedir import StateDir
 from callexchange.recordings.names import (DIGITS, PHONE_MAX, PHONE_MIN, is_uniqueid,
-                                           number_digits,
+                                           number_digits, recording_url,
                                            parse_name, valid_date)
 
 
 MISSING_ERROR = "Missing parameters: api-key or phone"
 MAX_LIMIT = 1000          # also the default: the newest 1000 when more match
-DEFAULT_BASE_URL = "/wav-files"
 
 
 class Query:
@@ -29,10 +28,6 @@ class Query:
         self.last_day = last_day
         self.limit = limit
         self.uniqueid = uniqueid
-
-
-def _blank(value):
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def phone_field(params):
@@ -61,7 +56,7 @@ def date_field(params, name):
 
 def limit_field(params):
     value = params.get("limit")
-    if _blank(value):
+    if is_blank(value):
         return MAX_LIMIT
     if isinstance(value, str):
         check_no_control("limit", value)
@@ -102,22 +97,10 @@ def read_query(params):
     return Query(phone, first_day, last_day, limit_field(params), uniqueid_field(params))
 
 
-_URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+")
-_URL_SAFE_TEXT = frozenset(chr(b) for b in _URL_SAFE)
-
-
-def url_path(text):
-    """Percent-encode a file name for a URL (FreePBX names need none)."""
-    if _URL_SAFE_TEXT.issuperset(text):
-        return text
-    return "".join(chr(b) if b in _URL_SAFE else "%%%02X" % b for b in text.encode("utf-8"))
-
-
 def recording_entry(base_url, day, name, time_text, duration, uniqueid):
     """One item of the legacy reply. `day` is the day folder, YYYYMMDD."""
-    base = (base_url or DEFAULT_BASE_URL).rstrip("/")
     return {
-        "url": "%s/%s/%s/%s/%s" % (base, day[:4], day[4:6], day[6:], url_path(name)),
+        "url": recording_url(base_url, "%s/%s/%s/%s" % (day[:4], day[4:6], day[6:], name)),
         "time": time_text,
         "duration": duration,
         "date": "%s/%s/%s" % (day[6:], day[4:6], day[:4]),
@@ -136,7 +119,7 @@ def error_reply(error, params=None):
 def find_phone_files(config, params, api_key):
     """The endpoint for one request object (names normalised). Returns (status, body)."""
     try:
-        if _blank(api_key) or _blank(params.get("phone")):
+        if is_blank(api_key) or is_blank(params.get("phone")):
             raise ApiError(400, MISSING_ERROR)
         from callexchange import keys
         keys.authenticate(config.auth.keys_file, api_key)

@@ -13,6 +13,8 @@ ends with the other and the shorter has at least 7 digits (`12127773456` finds
 `2127773456`); never a substring. Numbers shorter than 7 digits match only exactly.
 """
 
+from callexchange import percent
+
 
 AUDIO_EXTENSIONS = frozenset(("wav", "gsm", "mp3", "wav49"))
 MIN_SUFFIX = 7            # digits a suffix match needs (and the index key length)
@@ -205,3 +207,23 @@ def valid_date(year, month, day):
         leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
         return day <= (29 if leap else 28)
     return day <= (30 if month in (4, 6, 9, 11) else 31)
+
+
+DEFAULT_BASE_URL = "/wav-files"
+
+
+def recording_url(base_url, relative_path):
+    """The URL of the recording at `relative_path` under the root (`YYYY/MM/DD/<name>`):
+    `[recordings] base_url` (the URL path /wav-files/ when unset) + the path,
+    percent-encoded where it must be (FreePBX names need nothing). What find_phone_files.pl
+    lists and the extended webhooks carry, the same for both.
+
+    >>> recording_url("https://pbx.example/wav-files/", "2024/07/03/out-1 2.wav")
+    'https://pbx.example/wav-files/2024/07/03/out-1%202.wav'
+    >>> recording_url("https://pbx.example/wav-files", "")   # a call without a recording
+    ''
+    """
+    if not relative_path:
+        return ""
+    return "%s/%s" % ((base_url or DEFAULT_BASE_URL).rstrip("/"),
+                      percent.encode(relative_path.lstrip("/"), safe="/+"))

@@ -6,6 +6,8 @@ Imported by the hook: stdlib only, nothing slow to import.
 
 import time
 
+from callexchange import percent
+from callexchange.recordings.names import recording_url
 from callexchange.webhooks.spool import call_key, dumps_compact
 
 
@@ -44,32 +46,6 @@ _BY_CAUSE = {17: "busy", 18: "no_answer", 19: "no_answer", 21: "busy", 34: "cong
 
 
 _CAUSE_BY_DISPOSITION = {"answered": 16, "busy": 17, "no_answer": 19, "congestion": 34}
-_URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/")
-
-
-def percent_decode(text):
-    """The crm_id as the CRM sent it (call.py percent-encodes it for Asterisk).
-
-    >>> percent_decode("lead%207%2C%20NY")
-    'lead 7, NY'
-    """
-    if "%" not in text:
-        return text
-    out = bytearray()
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "%" and _is_hex(text[i + 1:i + 3]):
-            out.append(int(text[i + 1:i + 3], 16))
-            i += 3
-        else:
-            out += c.encode("utf-8")
-            i += 1
-    return out.decode("utf-8", "replace")
-
-
-def _is_hex(pair):
-    return len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair)
 
 
 def _whole(text, default=0):
@@ -136,16 +112,6 @@ def duration(variables, answered):
     return 0
 
 
-def recording_url(base_url, relative_path):
-    """The recording's URL as find_phone_files.pl lists it: `[recordings] base_url` + the
-    path under the recording root ("" when the call has no recording)."""
-    if not relative_path:
-        return ""
-    quoted = "".join(c if c in _URL_SAFE else "".join("%%%02X" % b for b in c.encode("utf-8"))
-                     for c in relative_path.lstrip("/"))
-    return (base_url.rstrip("/") + "/" if base_url else "") + quoted
-
-
 def build_body(event, call, extended=False):
     """The JSON body (str) of a webhook, compact, fields in the legacy document's order:
 
@@ -190,7 +156,7 @@ def call_event(event, variables, occurred, base_url=""):
         "caller_id": variables.get("CX_ANI", ""),
         "uniqueid": variables.get("CX_UNIQUEID", ""),
         "timestamp": int(occurred),
-        "crm_id": percent_decode(variables.get("CX_CRM_ID", "")),
+        "crm_id": percent.decode(variables.get("CX_CRM_ID", "")),
         "recording_url": recording_url(base_url, variables.get("CX_RECORDING", ""))
         if answered else "",
     }
