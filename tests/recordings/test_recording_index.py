@@ -2,6 +2,8 @@
 dir: lookups equal a direct scan, stay right as files come and go, survive damage,
 concurrency and a busy lock, and never walk the archive when nothing changed."""
 
+import contextlib
+import fcntl
 import os
 import threading
 import time
@@ -9,7 +11,7 @@ import time
 import pytest
 
 from callexchange.recordings import index as recording_index
-from callexchange.recordings.index import RecordingIndex, State
+from callexchange.recordings.index import LOCK_NAME, DayRecord, RecordingIndex, State
 
 LEAD = "12127773456"
 
@@ -48,6 +50,18 @@ class Archive:
 @pytest.fixture
 def archive(tmp_path):
     return Archive(tmp_path)
+
+
+@contextlib.contextmanager
+def writer_lock(index):
+    """Hold the index's writer lock (its `lock` file's flock) as another process would."""
+    os.makedirs(index.directory, exist_ok=True)
+    fd = os.open(os.path.join(index.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o664)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def names(found):
@@ -143,7 +157,7 @@ def test_dashed_numbers_are_found_through_the_index(archive, monkeypatch, phone,
     monkeypatch.setattr(recording_index, "_day_names",
                         lambda path: pytest.fail("listed %s" % path))
     assert index.find(phone) == expected
-    assert reads == [phone[-7:]] * len(index._load().segments) and reads
+    assert reads == [phone[-7:]] * len(index.state().segments) and reads
 
 
 def test_an_index_of_the_old_format_is_rebuilt(archive):
@@ -155,9 +169,9 @@ def test_an_index_of_the_old_format_is_rebuilt(archive):
         body = handle.read().replace(b"cx-recordings-index 2\n", b"cx-recordings-index 1\n")
     with open(state_path, "wb") as handle:
         handle.write(body)
-    assert index._load() is None
+    assert index.state() is None
     assert names(index.find("2127773456")) == [name]
-    assert index._load() is not None
+    assert index.state() is not None
 
 
 def test_folders_and_symlinks_named_like_recordings_are_no_recordings(archive):
@@ -172,7 +186,7 @@ def test_folders_and_symlinks_named_like_recordings_are_no_recordings(archive):
     index = archive.index()
     assert names(index.find(LEAD)) == [good]
     assert names(index.scan(LEAD)) == [good]
-    assert index._load().day("20240703")[2] == 1
+    assert index.state().day("20240703").count == 1
     # Also in a day folder that changes later (a refresh, not a rebuild).
     day = today()
     fresh = archive.recording(day, uniqueid="1.6")
@@ -223,8 +237,8 @@ def test_a_deleted_recording_is_dropped_after_forget(archive):
     os.unlink(archive.path("20240703", gone))
     index.forget({"20240703"})
     assert names(index.find(LEAD)) == [keep]
-    state = index._load()
-    assert state.day("20240703")[2] == 1
+    state = index.state()
+    assert state.day("20240703").count == 1
 
 
 def test_a_removed_day_folder_leaves_the_index(archive):
@@ -236,7 +250,7 @@ def test_a_removed_day_folder_leaves_the_index(archive):
     os.rmdir(archive.path("20240703"))
     later = time.time() + recording_index.SWEEP_SECONDS + 1
     assert names(archive.index(clock=lambda: later).find(LEAD)) == [keep]
-    assert archive.index()._load().day("20240703") is None
+    assert archive.index().state().day("20240703") is None
 
 
 def test_nothing_changed_means_no_listing_and_no_write(archive, monkeypatch):
@@ -271,7 +285,7 @@ def test_many_refreshes_keep_few_segments(archive):
                               clock="1%d0000" % call)
             clock[0] += 3
             index.find(LEAD)
-    state = index._load()
+    state = index.state()
     assert len(index.find(LEAD)) == 1 + 120 * 3
     assert len(state.segments) <= 8, state.segments
     assert index.find(LEAD) == index.scan(LEAD)
@@ -322,14 +336,12 @@ def test_a_damaged_index_still_answers_right_and_is_rebuilt(archive, damage, mon
     elif damage == "state-other-root":
         text = open(state_path, "rb").read().replace(archive.root.encode(), b"/elsewhere")
         open(state_path, "wb").write(text)
-    rebuilds = []
-    rebuild = index._rebuild_locked
-    monkeypatch.setattr(index, "_rebuild_locked", lambda *a: rebuilds.append(1) or rebuild(*a))
     assert names(index.find(LEAD)) == expected
-    assert rebuilds == [1]
-    state = index._load()
+    state = index.state()
     damaged_id = os.path.basename(segment)[4:-4]
+    # Rebuilt: one new segment holds everything (a rebuild writes one).
     assert state is not None and damaged_id not in [seg for seg, _ in state.segments]
+    assert len(state.segments) == 1
     assert names(index.find(LEAD)) == expected
     assert len(index.find("14155550123")) == 1
 
@@ -337,13 +349,9 @@ def test_a_damaged_index_still_answers_right_and_is_rebuilt(archive, damage, mon
 def test_while_another_process_rebuilds_a_lookup_scans_directly(archive):
     expected = archive.recording("20240703")
     index = archive.index()
-    index._prepare()
-    lock = index._lock(None)            # a rebuild in progress elsewhere
-    try:
+    with writer_lock(index):            # a rebuild in progress elsewhere
         assert names(index.find(LEAD)) == [expected]
-        assert index._load() is None
-    finally:
-        index._unlock(lock)
+        assert index.state() is None
 
 
 def test_with_the_lock_busy_new_recordings_are_still_found(archive, monkeypatch):
@@ -351,12 +359,9 @@ def test_with_the_lock_busy_new_recordings_are_still_found(archive, monkeypatch)
     index = archive.index()
     index.find(LEAD)
     monkeypatch.setattr(recording_index, "LOCK_WAIT", 0.05)
-    lock = index._lock(None)
-    try:
+    with writer_lock(index):            # another process refreshing, for longer than LOCK_WAIT
         new = archive.recording(today(), uniqueid="9.1")
         assert names(index.find(LEAD))[-1] == new
-    finally:
-        index._unlock(lock)
     assert names(index.find(LEAD))[-1] == new
 
 
@@ -387,12 +392,13 @@ def test_rebuild_reports_progress_and_retires_old_segments(archive):
 
 def test_state_round_trip():
     state = State("/r", 5, [("ab", 3)], [("cd", 7)], {".": 1, "2024": 2, "202407": 3},
-                  {"20240703": ["ab", 9, 3, "0000ffff"]}, {"20240703"})
+                  {"20240703": DayRecord("ab", 9, 3, "0000ffff")}, {"20240703"})
     again = State.parse(state.serialize())
     assert (again.root, again.swept, again.segments, again.retired, again.dirs,
             again.unsettled) == ("/r", 5, [("ab", 3)], [("cd", 7)],
                                  {".": 1, "2024": 2, "202407": 3}, {"20240703"})
-    assert again.day("20240703") == ["ab", 9, 3, "0000ffff"] and again.day("20240704") is None
+    assert again.day("20240703") == DayRecord("ab", 9, 3, "0000ffff")
+    assert again.day("20240704") is None
     with pytest.raises(recording_index.CorruptIndex):
         State.parse(state.serialize().replace(b"/r", b"/x"))
 

@@ -138,6 +138,39 @@ def _subdirs(path, accept):
         return set()
 
 
+def _day_folder_names(month_path, year, month):
+    """The names of the day folders (DD) of a month folder that are real dates."""
+    return _subdirs(month_path, lambda n: len(n) == 2 and n.isdigit() and n.isascii()
+                    and valid_date(year, month, int(n)))
+
+
+def _walk_days(root, first_day="00000000", last_day="99999999", folders=None):
+    """The day folders under `root` (YYYYMMDD) within [first_day, last_day], in order: the
+    one walk of the archive, for a rebuild and for a scan without index. With `folders`
+    (a dict), the mtime_ns of each year and month folder walked is recorded in it."""
+    for year in sorted(_subdirs(root, _is_year)):
+        if not first_day[:4] <= year <= last_day[:4]:
+            continue
+        year_path = os.path.join(root, year)
+        if folders is not None:
+            info = _stat_dir(year_path)
+            if info is None:
+                continue
+            folders[year] = info.st_mtime_ns
+        for month in sorted(_subdirs(year_path, _is_month)):
+            if not first_day[:6] <= year + month <= last_day[:6]:
+                continue
+            month_path = os.path.join(year_path, month)
+            if folders is not None:
+                info = _stat_dir(month_path)
+                if info is None:
+                    continue
+                folders[year + month] = info.st_mtime_ns
+            for day in sorted(_day_folder_names(month_path, int(year), int(month))):
+                if first_day <= year + month + day <= last_day:
+                    yield year + month + day
+
+
 def _day_names(path):
     """The recording names of a day folder, sorted (None when the folder is gone). Only
     regular files are recordings: a folder or a symlink named like one is not (no extra
@@ -189,6 +222,30 @@ def _stat_dir(path, follow=False):
 
 # --- the state file ---
 
+class DayRecord:
+    """What the state says of one day folder: the segment that `owner`s its entries ("-"
+    when it has none), the folder's `mtime_ns` when it was scanned, its `count` of
+    recordings and the `digest` (CRC) of its sorted names."""
+
+    __slots__ = ("owner", "mtime_ns", "count", "digest")
+
+    def __init__(self, owner, mtime_ns, count, digest):
+        self.owner = owner
+        self.mtime_ns = mtime_ns
+        self.count = count
+        self.digest = digest
+
+    def copy(self):
+        return DayRecord(self.owner, self.mtime_ns, self.count, self.digest)
+
+    def __eq__(self, other):
+        return isinstance(other, DayRecord) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self):
+        return "DayRecord(%r, %d, %d, %r)" % (self.owner, self.mtime_ns, self.count, self.digest)
+
+
 class State:
     """The parsed state file. Day lines are looked up in the text on demand (a lookup
     needs a handful of 1,000+); writers call `all_days()`."""
@@ -201,7 +258,7 @@ class State:
         self.retired = list(retired)             # [(id, when)]
         self.dirs = dict(dirs or {})             # "." | YYYY | YYYYMM -> mtime_ns
         self.unsettled = set(unsettled)
-        self._days = days                        # day -> [owner, mtime_ns, count, digest]
+        self._days = days                        # day -> DayRecord
         self._day_text = ""
         self._finds = 0
         self.checksum = None
@@ -252,7 +309,7 @@ class State:
         return state
 
     def day(self, day):
-        """[owner, mtime_ns, count, digest] of a day folder, or None."""
+        """The DayRecord of a day folder, or None."""
         if self._days is not None:
             return self._days.get(day)
         self._finds += 1
@@ -275,7 +332,7 @@ class State:
     def _day_line(line):
         try:
             _, _day, owner, mtime, count, digest = line.split(" ")
-            return [owner, int(mtime), int(count), digest]
+            return DayRecord(owner, int(mtime), int(count), digest)
         except ValueError:
             raise CorruptIndex("state: malformed day line") from None
 
@@ -294,8 +351,9 @@ class State:
         out.extend("seg %s %d" % segment for segment in self.segments)
         out.extend("retired %s %d" % item for item in self.retired)
         out.extend("dir %s %d" % (rel, mtime) for rel, mtime in sorted(self.dirs.items()))
-        out.extend("day %s %s %d %d %s" % (day, owner, mtime, count, digest)
-                   for day, (owner, mtime, count, digest) in sorted(self.all_days().items()))
+        out.extend("day %s %s %d %d %s" % (day, record.owner, record.mtime_ns, record.count,
+                                            record.digest)
+                   for day, record in sorted(self.all_days().items()))
         body = ("\n".join(out) + "\n").encode("utf-8")
         self.checksum = b"%08x" % binascii.crc32(body)
         return body + b"crc " + self.checksum + b"\n"
@@ -490,6 +548,23 @@ class _Plan:
         return overlay
 
 
+class _PendingSegment:
+    """A segment of the next state: `id`, `count` of lines, and `lines` when it is still
+    to be written (None: it is on disk already)."""
+
+    __slots__ = ("id", "count", "lines")
+
+    def __init__(self, seg_id, count, lines=None):
+        self.id = seg_id
+        self.count = count
+        self.lines = lines
+
+
+def _owner_of(days, day):
+    record = days.get(day)
+    return record.owner if record is not None else None
+
+
 # --- the index ---
 
 class RecordingIndex:
@@ -514,6 +589,11 @@ class RecordingIndex:
         except CorruptIndex:
             return None
         return state if state.root == self.root else None
+
+    def state(self):
+        """The current State (what is indexed), or None when there is none or it cannot
+        be trusted (then the next lookup rebuilds it)."""
+        return self._load()
 
     def find(self, phone, first_day=None, last_day=None):
         """Sorted (day, name) of the recordings whose dst or src matches `phone`
@@ -554,7 +634,7 @@ class RecordingIndex:
         def owner(day):
             if day not in owners:
                 record = state.day(day)
-                owners[day] = record[0] if record else None
+                owners[day] = record.owner if record else None
             return owners[day]
 
         for seg_id, _count in state.segments:
@@ -656,10 +736,8 @@ class RecordingIndex:
                 continue
             if known.get(month) != info.st_mtime_ns:
                 plan.dirs[month] = info.st_mtime_ns
-                year, number = int(month[:4]), int(month[4:])
-                listed = {month + name for name in _subdirs(
-                    path, lambda n: len(n) == 2 and n.isdigit() and n.isascii()
-                    and valid_date(year, number, int(n)))}
+                listed = {month + name for name in
+                          _day_folder_names(path, int(month[:4]), int(month[4:]))}
                 days |= {day for day in listed if state.day(day) is None}
                 for day in state.all_days():
                     if day.startswith(month) and day not in listed:
@@ -675,7 +753,7 @@ class RecordingIndex:
                     plan.days_gone.add(day)
                 continue
             was_settled = day not in state.unsettled
-            if (record is not None and record[1] == info.st_mtime_ns and was_settled
+            if (record is not None and record.mtime_ns == info.st_mtime_ns and was_settled
                     and day not in force_days):
                 continue
             names = _day_names(path)
@@ -685,8 +763,8 @@ class RecordingIndex:
                 continue
             settled = info.st_mtime_ns <= now_ns - SETTLE_NS
             digest = _names_digest(names)
-            if record is not None and record[3] == digest and record[2] == len(names):
-                if record[1] != info.st_mtime_ns or settled != was_settled:
+            if record is not None and record.digest == digest and record.count == len(names):
+                if record.mtime_ns != info.st_mtime_ns or settled != was_settled:
                     plan.touched[day] = (info.st_mtime_ns, settled)
                 continue
             plan.scanned[day] = (info.st_mtime_ns, names, settled, digest)
@@ -695,7 +773,7 @@ class RecordingIndex:
     def _apply(self, state, plan, now):
         """Save a plan (the lock is held): a new segment for the scanned days, merges,
         the new state. Returns the new state."""
-        days = {day: list(record) for day, record in state.all_days().items()}
+        days = {day: record.copy() for day, record in state.all_days().items()}
         unsettled = set(state.unsettled)
         dirs = {rel: mtime for rel, mtime in state.dirs.items() if rel not in plan.dirs_gone}
         dirs.update(plan.dirs)
@@ -704,29 +782,29 @@ class RecordingIndex:
             unsettled.discard(day)
         for day, (mtime, settled) in plan.touched.items():
             if day in days:
-                days[day][1] = mtime
+                days[day].mtime_ns = mtime
                 (unsettled.discard if settled else unsettled.add)(day)
-        segments = [[seg_id, count, None] for seg_id, count in state.segments]
+        segments = [_PendingSegment(seg_id, count) for seg_id, count in state.segments]
         if plan.scanned:
             new_id = _new_id()
             new_lines = []
             for day, (mtime, names, settled, digest) in plan.scanned.items():
                 lines = day_lines(day, names)
-                days[day] = [new_id if lines else "-", mtime, len(names), digest]
+                days[day] = DayRecord(new_id if lines else "-", mtime, len(names), digest)
                 (unsettled.discard if settled else unsettled.add)(day)
                 new_lines.extend(lines)
             if new_lines:
-                segments.append([new_id, len(new_lines), new_lines])
+                segments.append(_PendingSegment(new_id, len(new_lines), new_lines))
         segments = self._merge(segments, days)
         for segment in segments:
-            if segment[2] is not None:
-                _write_small_segment(self.directory, segment[0], segment[2])
-                self._adopt(os.path.join(self.directory, "seg-%s.idx" % segment[0]))
-        kept = {segment[0] for segment in segments}
+            if segment.lines is not None:
+                _write_small_segment(self.directory, segment.id, segment.lines)
+                self._adopt(os.path.join(self.directory, "seg-%s.idx" % segment.id))
+        kept = {segment.id for segment in segments}
         retired = list(state.retired) + [(seg_id, int(now)) for seg_id, _ in state.segments
                                           if seg_id not in kept]
         new_state = State(self.root, int(now) if plan.sweep else state.swept,
-                          [(segment[0], segment[1]) for segment in segments],
+                          [(segment.id, segment.count) for segment in segments],
                           self._expire(retired, now), dirs, days, unsettled)
         self._write_state(new_state)
         return new_state
@@ -735,27 +813,27 @@ class RecordingIndex:
         """Drop segments that own no day; merge neighbours of close size (not the newest,
         which holds the days that change now), so segments stay few: O(log n)."""
         live = {}
-        for owner, _mtime, count, _digest in days.values():
-            live[owner] = live.get(owner, 0) + count
-        segments = [segment for segment in segments if live.get(segment[0])]
+        for record in days.values():
+            live[record.owner] = live.get(record.owner, 0) + record.count
+        segments = [segment for segment in segments if live.get(segment.id)]
         while len(segments) >= 3:
             older, newer = segments[-3], segments[-2]
-            size_older, size_newer = live[older[0]], live[newer[0]]
+            size_older, size_newer = live[older.id], live[newer.id]
             if not ((size_older <= SMALL_SEGMENT or size_older <= 2 * size_newer)
                     and size_older + size_newer <= MAX_AUTO_MERGE):
                 break
             merged_id = _new_id()
             lines = []
-            for seg_id, _count, pending in (older, newer):
-                source = pending if pending is not None else \
-                    Segment(self.directory, seg_id).all_lines()
-                lines.extend(line for line in source if days.get(line.split("\t", 3)[2],
-                                                                 (None,))[0] == seg_id)
+            for segment in (older, newer):
+                source = segment.lines if segment.lines is not None else \
+                    Segment(self.directory, segment.id).all_lines()
+                lines.extend(line for line in source
+                             if _owner_of(days, line.split("\t", 3)[2]) == segment.id)
             for record in days.values():
-                if record[0] in (older[0], newer[0]):
-                    record[0] = merged_id
+                if record.owner in (older.id, newer.id):
+                    record.owner = merged_id
             live[merged_id] = size_older + size_newer
-            segments[-3:-1] = [[merged_id, len(lines), lines]]
+            segments[-3:-1] = [_PendingSegment(merged_id, len(lines), lines)]
         return segments
 
     def _expire(self, retired, now):
@@ -814,24 +892,7 @@ class RecordingIndex:
         info = _stat_dir(self.root, follow=True)
         if info is not None:
             dirs["."] = info.st_mtime_ns
-            for year in sorted(_subdirs(self.root, _is_year)):
-                year_path = os.path.join(self.root, year)
-                info = _stat_dir(year_path)
-                if info is None:
-                    continue
-                dirs[year] = info.st_mtime_ns
-                for month in sorted(_subdirs(year_path, _is_month)):
-                    month_path = os.path.join(year_path, month)
-                    info = _stat_dir(month_path)
-                    if info is None:
-                        continue
-                    dirs[year + month] = info.st_mtime_ns
-                    number_year, number_month = int(year), int(month)
-                    for day in sorted(_subdirs(month_path, lambda n: len(n) == 2
-                                               and n.isdigit() and n.isascii()
-                                               and valid_date(number_year, number_month,
-                                                              int(n)))):
-                        day_paths.append(year + month + day)
+            day_paths = list(_walk_days(self.root, folders=dirs))
         spill_dir = os.path.join(self.directory, "tmp-rebuild-%s" % seg_id)
         spill = _Spill(spill_dir)
         days, unsettled, recordings = {}, set(), 0
@@ -843,8 +904,8 @@ class RecordingIndex:
                 if names is not None:
                     before = spill.count
                     spill.add(day_lines(day, names))
-                    days[day] = [seg_id if spill.count > before else "-", info.st_mtime_ns,
-                                 len(names), _names_digest(names)]
+                    days[day] = DayRecord(seg_id if spill.count > before else "-",
+                                          info.st_mtime_ns, len(names), _names_digest(names))
                     if info.st_mtime_ns > int(started * 1e9) - SETTLE_NS:
                         unsettled.add(day)
                     recordings += len(names)
@@ -914,26 +975,13 @@ class RecordingIndex:
         # A matching number's digits end with the key, and they stand together in the
         # name once punctuation is dropped: names without the key need no parsing.
         strip = str.maketrans("", "", " \t-.()/+")
-        first_day, last_day = first_day or "00000000", last_day or "99999999"
-        for year in sorted(_subdirs(self.root, _is_year)):
-            if not first_day[:4] <= year <= last_day[:4]:
-                continue
-            for month in sorted(_subdirs(os.path.join(self.root, year), _is_month)):
-                if not first_day[:6] <= year + month <= last_day[:6]:
-                    continue
-                month_path = os.path.join(self.root, year, month)
-                for day_name in sorted(_subdirs(month_path, lambda n: len(n) == 2
-                                                and n.isdigit() and n.isascii())):
-                    day = year + month + day_name
-                    if not (first_day <= day <= last_day
-                            and valid_date(int(year), int(month), int(day_name))):
-                        continue
-                    names = [name for name in _day_names(os.path.join(month_path, day_name))
-                             or () if key in name.translate(strip)]
-                    for line in day_lines(day, names):
-                        _key, digits, _day, name = line.split("\t", 3)
-                        if numbers_match(phone, digits):
-                            found.append((day, name))
+        for day in _walk_days(self.root, first_day or "00000000", last_day or "99999999"):
+            names = [name for name in _day_names(_day_path(self.root, day)) or ()
+                     if key in name.translate(strip)]
+            for line in day_lines(day, names):
+                _key, digits, _day, name = line.split("\t", 3)
+                if numbers_match(phone, digits):
+                    found.append((day, name))
         return sorted(set(found))
 
     # - files, ownership, locking -
@@ -997,7 +1045,7 @@ class RecordingIndex:
         if state is None:
             return 0, 0, 0, total
         days = state.all_days()
-        return (sum(record[2] for record in days.values()), len(days), len(state.segments),
+        return (sum(record.count for record in days.values()), len(days), len(state.segments),
                 total)
 
 
