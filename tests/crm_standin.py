@@ -42,7 +42,7 @@ class CrmStandIn:
     `answer(status, retry_after=None, times=None)`: the status for the next `times`
     requests (all, when None); then back to 200. `hang()`: read each request, record it,
     then answer nothing until `release()`. `down()` closes the listener (connection
-    refused), `up()` listens again on the same port."""
+    refused) and the open keep-alive connections, `up()` listens again on the same port."""
 
     def __init__(self):
         self.requests = []
@@ -52,6 +52,7 @@ class CrmStandIn:
         self._release = threading.Event()
         self._release.set()
         self._connections = 0
+        self._open = set()
         self._arrived = threading.Condition(self._lock)
         self.port = 0
         self.server = None
@@ -75,6 +76,12 @@ class CrmStandIn:
                 with stand_in._lock:
                     stand_in._connections += 1
                     self.connection_number = stand_in._connections
+                    stand_in._open.add(self.connection)
+
+            def finish(self):
+                with stand_in._lock:
+                    stand_in._open.discard(self.connection)
+                super().finish()
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -127,6 +134,14 @@ class CrmStandIn:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        # A CRM that goes down also drops the keep-alive connections it had.
+        with self._lock:
+            open_connections, self._open = list(self._open), set()
+        for connection in open_connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         return self
 
     def up(self):

@@ -215,17 +215,32 @@ class WireSession:
 
 class Observer:
     """A read=call AMI session that keeps every event, to learn when each leg of a call
-    answered and hung up (the truth the webhooks' durations are checked against)."""
+    answered and hung up (the truth the webhooks' durations are checked against).
+    `reconnect` after Asterisk restarted; the events of earlier sessions are kept."""
 
     def __init__(self, port, username, secret):
-        self.session = WireSession(port)
-        self.session.login(username, secret)
-        self.session.start_reader()
+        self.port, self.username, self.secret = port, username, secret
+        self.sessions = []
+        self.reconnect()
+
+    @property
+    def session(self):
+        return self.sessions[-1]
+
+    def reconnect(self):
+        if self.sessions:
+            self.sessions[-1].close()
+        session = WireSession(self.port)
+        session.login(self.username, self.secret)
+        session.start_reader()
+        self.sessions.append(session)
 
     def events(self, name=None, **headers):
         """Events so far, optionally of one name and with the given header values."""
-        with self.session._lock:
-            messages = list(self.session.messages)
+        messages = []
+        for session in self.sessions:
+            with session._lock:
+                messages += session.messages
         return [m for m in messages if m.event and (name is None or m.event == name)
                 and all(m.get(k) == v for k, v in headers.items())]
 
@@ -249,4 +264,5 @@ class Observer:
         return bool(created) and created <= gone
 
     def close(self):
-        self.session.close()
+        for session in self.sessions:
+            session.close()

@@ -87,6 +87,13 @@ class Pbx:
         self.apache = bench.apache
         self.agent = bench.agent
 
+    def restart(self):
+        """Stop Asterisk (if it runs) and start it again, same tree and ports; the
+        observer logs in again."""
+        self.asterisk.stop()
+        self.asterisk.start()
+        self.observer.reconnect()
+
     # --- placing calls as a CRM does ----------------------------------------------------
 
     def post(self, params, timeout=30):

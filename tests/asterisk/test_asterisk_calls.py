@@ -17,6 +17,8 @@ import pytest
 
 import audio_checks
 import harness
+from call_checks import (check_call_that_never_connected, check_recording_of_connected_call,
+                         check_webhooks_of_connected_call, expected_recording)
 
 AGENT_FIRST, DIALER = False, True
 MODES = {AGENT_FIRST: "agent_first", DIALER: "dialer"}
@@ -81,68 +83,14 @@ def calls(pbx):
     return {call.name: call for call in placed}
 
 
-def expected_recording(call):
-    """The FreePBX name of SPEC §5, its time the seconds that start the uniqueid."""
-    moment = time.localtime(int(call.uniqueid.split(".")[0]))
-    return "%s/out-%s-%s-%s-%s.wav" % (time.strftime("%Y/%m/%d", moment), call.destination,
-                                       call.params["extension"],
-                                       time.strftime("%Y%m%d-%H%M%S", moment), call.uniqueid)
-
-
-def one_hangup(pbx, call):
-    hangups = pbx.webhooks(call.uniqueid, "hangup")
-    assert len(hangups) == 1, hangups
-    return hangups[0]
-
-
-# --- connected calls ------------------------------------------------------------------------
-
 @pytest.mark.parametrize("name", CONNECTED)
 def test_a_connected_call_sends_one_connect_then_one_hangup_with_the_talk_time(pbx, calls, name):
-    call, case = calls[name], CASES[name]
-    connects = pbx.webhooks(call.uniqueid, "connect")
-    hangup = one_hangup(pbx, call)
-    assert len(connects) == 1, connects
-    [connect] = connects
-    assert connect.time <= hangup.time
-    assert connect.headers["x-callexchange-event"] == "connect"
-    assert connect.id != hangup.id
-    for request in (connect, hangup):
-        body = request.json
-        assert body["uniqueid"] == call.uniqueid == call.reply["uniqueid"]
-        assert (body["dialed_number"], body["extension"]) == (call.destination, case.agent)
-        assert body["caller_id"] == call.reply["caller_id"] == harness.ANI
-        assert body["crm_id"] == case.params.get("crm_id", "")
-    body = hangup.json
-    assert (body["disposition"], body["hangup_cause"], body["sequence"]) == ("answered", 16, 2)
-    # Talk time: from the second leg's answer to the hangup (not from the first leg's).
-    talked = pbx.observer.talk_time(call.uniqueid)
-    assert talked is not None and talked > 1
-    assert abs(body["duration"] - talked) <= 1, (body["duration"], talked)
+    check_webhooks_of_connected_call(pbx, calls[name], CASES[name].params.get("crm_id", ""))
 
 
 @pytest.mark.parametrize("name", CONNECTED)
 def test_a_connected_calls_recording_is_named_plays_and_is_listed(pbx, calls, name):
-    call = calls[name]
-    relative = expected_recording(call)
-    assert pbx.recordings_of(call.uniqueid) == [relative]
-    hangup = one_hangup(pbx, call).json
-    assert hangup["recording_url"] == "http://pbx.test/wav-files/" + relative
-    path = pbx.bench.recordings / relative
-    rate, samples = audio_checks.read_wav(path)
-    seconds = len(samples) / rate
-    assert rate == 8000
-    assert audio_checks.rms(samples) > 300, "silent recording"
-    assert abs(seconds - pbx.observer.talk_time(call.uniqueid)) <= 1, seconds
-    # Served by Apache as it is on disk, and found by the lead's number.
-    assert pbx.fetch_recording(relative) == path.read_bytes()
-    [entry] = pbx.find_phone_files(call.destination)
-    assert entry["uniqueid"] == call.uniqueid
-    assert entry["url"] == "http://pbx.test/wav-files/" + relative
-    assert abs(entry["duration"] - seconds) <= 1 and abs(entry["duration"] - hangup["duration"]) <= 1
-    moment = time.localtime(int(call.uniqueid.split(".")[0]))
-    assert (entry["date"], entry["time"]) == (time.strftime("%d/%m/%Y", moment),
-                                              time.strftime("%H:%M:%S", moment))
+    check_recording_of_connected_call(pbx, calls[name])
 
 
 @pytest.mark.parametrize("dialer", [AGENT_FIRST, DIALER], ids=MODES.values())
@@ -165,14 +113,7 @@ def test_voice_pitch_moves_the_agents_tone_in_the_recording(pbx, calls, dialer):
 @pytest.mark.parametrize("name", NOT_CONNECTED)
 def test_a_call_that_never_connects_sends_only_its_hangup_and_leaves_no_recording(
         pbx, calls, name):
-    call, case = calls[name], CASES[name]
-    assert pbx.webhooks(call.uniqueid, "connect") == []
-    body = one_hangup(pbx, call).json
-    assert body["uniqueid"] == call.uniqueid
-    assert (body["disposition"], body["hangup_cause"]) == (case.disposition, case.cause), body
-    assert (body["duration"], body["sequence"], body["recording_url"]) == (0, 1, "")
-    assert pbx.recordings_of(call.uniqueid) == []
-    assert pbx.find_phone_files(call.destination) == []
+    check_call_that_never_connected(pbx, calls[name], CASES[name].disposition, CASES[name].cause)
 
 
 # --- ring times (asterisk/README.md: ring_timeout the agent's, CX_LEAD_RING the lead's) --
