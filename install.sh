@@ -4,6 +4,7 @@
 #   sudo ./install.sh [--caller-id NUMBER]   install or update; running it again changes nothing
 #   sudo ./install.sh --demo                 also the sandbox PBX, a demo CRM and a demo key
 #   sudo ./install.sh --uninstall            remove what it installed; keep config, keys, data
+#   sudo ./install.sh --scrub-access-log     also keep our URLs out of the enabled sites' access logs
 #
 # Debian 12 and Ubuntu 22.04+ (tested on Debian 12); RHEL 9 family where it can. Every
 # step looks first and then prints either what it changed or "already in place"; every
@@ -28,7 +29,7 @@ umask 022
 # --- where things go ---------------------------------------------------------------------
 
 PREFIX=/opt/callexchange
-APP=$PREFIX/app                         # lib/ cgi-bin/ agi-bin/ apache/ bin/ asterisk/ systemd/
+APP=$PREFIX/app                         # lib/ cgi-bin/ agi-bin/ apache/ bin/ asterisk/ systemd/ docs/
 VENV=$PREFIX/venv                       # requirements(-runtime).txt, pinned
 DEMO_DIR=$PREFIX/demo                   # the demo CRM stand-in (--demo)
 MANIFEST=$PREFIX/install-manifest       # what install.sh created or changed
@@ -42,7 +43,7 @@ ASTERISK_ETC=/etc/asterisk
 AGI_DIR=/var/lib/asterisk/agi-bin
 SYSTEMD_DIR=/etc/systemd/system
 CRON_FILE=/etc/cron.d/callexchange
-APP_PARTS="lib cgi-bin agi-bin apache bin asterisk systemd"
+APP_PARTS="lib cgi-bin agi-bin apache bin asterisk systemd docs"
 
 # The demo: a config of its own (only when none exists), the sandbox PBX, the CRM logger.
 DEMO_AMI_PORT=5038
@@ -58,7 +59,7 @@ HTTP_BASE=http://127.0.0.1
 # Lists are comma-separated; "-" means "nothing to do there".
 DISTRO_TABLE='
 # name                debian (Debian 12, Ubuntu 22.04+)              rhel (RHEL, Rocky, Alma 9)
-packages              apache2,python3,python3-venv,ca-certificates   httpd,python3,python3-pip,ca-certificates
+packages              apache2,libapache2-mod-xsendfile,python3,python3-venv,ca-certificates httpd,python3,python3-pip,ca-certificates
 python                /usr/bin/python3                               /usr/bin/python3
 demo_packages         curl                                           -
 cron_package          cron                                           cronie
@@ -73,9 +74,11 @@ apache_conf_enabled   /etc/apache2/conf-enabled                      -
 apache_mod_enable     a2enmod                                        -
 apache_mod_disable    a2dismod                                       -
 apache_mods_enabled   /etc/apache2/mods-enabled                      -
-apache_modules        cgid,alias,env,mime,headers,allowmethods       -
+apache_modules        cgid,alias,env,mime,headers,allowmethods,lua,xsendfile -
 apache_pid_file       /run/apache2/apache2.pid                       /run/httpd/httpd.pid
 apache_error_log      /var/log/apache2/error.log                     /var/log/httpd/error_log
+apache_log_dir        /var/log/apache2                               /var/log/httpd
+apache_sites_enabled  /etc/apache2/sites-enabled                     -
 web_user              www-data                                       apache
 web_group             www-data                                       apache
 selinux               no                                             yes
@@ -158,7 +161,8 @@ load_distro() {
     for name in packages python demo_packages cron_package cron_daemon cron_pid_file apache_service \
             apache_ctl apache_conf_dir apache_conf_enable apache_conf_disable \
             apache_conf_enabled apache_mod_enable apache_mod_disable apache_mods_enabled \
-            apache_modules apache_pid_file apache_error_log web_user web_group selinux; do
+            apache_modules apache_pid_file apache_error_log apache_log_dir apache_sites_enabled \
+            web_user web_group selinux; do
         printf -v "D_${name}" '%s' "$(distro_value "$FAMILY" "$name")"
     done
     WEB_USER=$D_web_user
@@ -242,7 +246,9 @@ remove_include() {
 # render_site_conf TEMPLATE RECORDINGS_ROOT: the Apache snippet as installed. With
 # CALLEXCHANGE_INSTALL_BREAK_APACHE=1 (CI) it ends in a directive Apache rejects.
 render_site_conf() {
-    render "$1" PREFIX="$APP" VENV="$VENV" CONFIG="$CONFIG" RECORDINGS_ROOT="$2" || return 1
+    render "$1" PREFIX="$APP" VENV="$VENV" CONFIG="$CONFIG" RECORDINGS_ROOT="$2" \
+        RECORDINGS_ACCESS="${CFG_RECORDINGS_ACCESS:-public}" \
+        LOG_DIR="${D_apache_log_dir:-/var/log/apache2}" || return 1
     if [ "${CALLEXCHANGE_INSTALL_BREAK_APACHE:-}" = 1 ]; then
         printf '\n# CALLEXCHANGE_INSTALL_BREAK_APACHE=1: a directive Apache does not know.\n'
         printf 'CallExchangeBrokenOnPurpose on\n'
@@ -667,7 +673,8 @@ except schema.ConfigError as error:
 wanted = {"AMI_HOST": ("ami", "host"), "AMI_PORT": ("ami", "port"),
           "AMI_USERNAME": ("ami", "username"), "AMI_SECRET": ("ami", "secret"),
           "RECORDINGS_ROOT": ("recordings", "root"), "KEYS_FILE": ("auth", "keys_file"),
-          "STATE_DIR": ("state", "dir"), "WEBHOOK_URL": ("webhook", "url")}
+          "STATE_DIR": ("state", "dir"), "WEBHOOK_URL": ("webhook", "url"),
+          "RECORDINGS_ACCESS": ("recordings", "access")}
 for name, (section, key) in wanted.items():
     print("CFG_%s=%s" % (name, shlex.quote(str(get(section, key)))))
 print("CONFIG_PROBLEM=%s" % shlex.quote(problem))
@@ -937,6 +944,68 @@ step_apache_conf() {
     [ -n "$D_apache_conf_enable" ] && manifest_add apache-conf callexchange
     APACHE_RELOAD=1
     changed apache-conf "wrote $APACHE_CONF${D_apache_conf_enable:+ and enabled it}${missing_mods:+; modules enabled: $missing_mods}; configtest: Syntax OK"
+}
+
+# --scrub-access-log: the condition appended to the enabled sites' CustomLog lines, so that
+# they stop logging our URLs (whose query strings may carry an api-key or a recording
+# token); our GlobalLog logs those, path only (apache/README.md). Only with the flag:
+# those files are the admin's.
+SCRUB_CONDITION='"expr=!(%{REQUEST_URI} =~ m#^/+(api/v1|recorded/v1|wav-files)(/|$)#)"'
+
+# scrub_custom_log FILE: FILE's text with SCRUB_CONDITION after every CustomLog line that
+# has no condition yet (lines with env= or expr= are the admin's choice: left alone).
+scrub_custom_log() {
+    local line
+    while IFS= read -r line || [ -n "$line" ]; do
+        if [[ $line =~ ^[[:space:]]*CustomLog[[:space:]]+[^[:space:]]+[[:space:]]+[^[:space:]\"]+[[:space:]]*$ ]]; then
+            line="${line%"${line##*[![:space:]]}"}"
+            printf '%s %s\n' "$line" "$SCRUB_CONDITION"
+        else
+            printf '%s\n' "$line"
+        fi
+    done < "$1"
+}
+
+# unscrub_custom_log FILE: FILE's text without the condition scrub_custom_log added.
+unscrub_custom_log() {
+    local line
+    while IFS= read -r line || [ -n "$line" ]; do
+        printf '%s\n' "${line% "$SCRUB_CONDITION"}"
+    done < "$1"
+}
+
+step_scrub_access_log() {
+    step access-log
+    [ -n "$D_apache_sites_enabled" ] && [ -d "$D_apache_sites_enabled" ] || return 0
+    local site file edited=() previous
+    for site in "$D_apache_sites_enabled"/*.conf; do
+        [ -e "$site" ] || continue
+        file=$(readlink -f "$site")
+        scrub_custom_log "$file" > "$WORK/scrubbed"
+        cmp -s "$WORK/scrubbed" "$file" && continue
+        if [ "$SCRUB_ACCESS_LOG" != 1 ]; then
+            note "note: $file logs the whole request line of our URLs, query string" \
+                 "included; install.sh --scrub-access-log leaves them to callexchange-access.log"
+            continue
+        fi
+        previous=$WORK/$(basename "$file").before
+        cp -p "$file" "$previous"
+        cat "$WORK/scrubbed" > "$file"
+        if ! "$D_apache_ctl" configtest > "$WORK/configtest.log" 2>&1; then
+            cat "$previous" > "$file"
+            cat "$WORK/configtest.log" >&2
+            die "Apache rejected $file with our CustomLog condition; it was put back"
+        fi
+        manifest_add scrubbed-log "$file"
+        edited+=("$file")
+    done
+    if [ ${#edited[@]} -gt 0 ]; then
+        APACHE_RELOAD=1
+        changed access-log "our URLs are no longer logged by ${edited[*]} (they go to" \
+            "$D_apache_log_dir/callexchange-access.log, without query strings)"
+    elif [ "$SCRUB_ACCESS_LOG" = 1 ]; then
+        in_place access-log "no enabled site logs our URLs with their query strings"
+    fi
 }
 
 step_apache_service() {
@@ -1430,6 +1499,13 @@ uninstall_entry() {
                 gpasswd -d "$path" "$detail" >/dev/null
                 changed asterisk-user "removed $path from group $detail"
             fi ;;
+        scrubbed-log)
+            if [ -f "$path" ] && grep -qF -- "$SCRUB_CONDITION" "$path"; then
+                unscrub_custom_log "$path" > "$WORK/unscrubbed"
+                cat "$WORK/unscrubbed" > "$path"
+                apache_changed=1
+                changed access-log "$path logs every URL again (our CustomLog condition removed)"
+            fi ;;
         apache-conf)
             # Reload even if an interrupted uninstall disabled it already.
             apache_changed=1
@@ -1506,17 +1582,19 @@ uninstall() {
 # --- main ----------------------------------------------------------------------------------
 
 usage() {
-    sed -n '2,8s/^# \{0,1\}//p' "$0"
+    sed -n '2,9s/^# \{0,1\}//p' "$0"
 }
 
 main() {
     ARGS=("$@")
     MODE=install
     CALLER_ID=""
+    SCRUB_ACCESS_LOG=0
     local action=install
     while [ $# -gt 0 ]; do
         case $1 in
             --demo) MODE=demo ;;
+            --scrub-access-log) SCRUB_ACCESS_LOG=1 ;;
             --uninstall) action=uninstall ;;
             --caller-id)
                 [ $# -ge 2 ] || { echo "install.sh: --caller-id needs a NUMBER" >&2; exit 2; }
@@ -1563,6 +1641,7 @@ main() {
     reload_asterisk "$ASTERISK_RELOAD"
     step_selinux
     step_apache_conf
+    step_scrub_access_log
     step_apache_service
     step_webhook_delivery
     if [ "$MODE" = demo ]; then

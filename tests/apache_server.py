@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 APACHE_TEMPLATES = REPO / "apache"
 MODULES_DIR = Path("/usr/lib/apache2/modules")
 WORKER_USER = "www-data"
-APP_PARTS = ("cgi-bin", "lib", "apache")
+APP_PARTS = ("cgi-bin", "lib", "apache", "docs")
 
 
 class ApacheError(Exception):
@@ -141,7 +141,7 @@ def app_tree(base, prefix=REPO, venv=None):
     venv = Path(venv) if venv else project_venv()
     needs = dict(executable=[prefix / "cgi-bin" / "asteriskapi.pl", venv / "bin" / "python3"],
                  readable=[prefix / "lib" / "callexchange" / "config.py",
-                           prefix / "apache" / "errors" / "500.json",
+                           prefix / "apache" / "errors" / "call" / "500.json",
                            venv / "pyvenv.cfg"])
     if not access_problems(**needs):
         return prefix, venv
@@ -229,13 +229,15 @@ class ApacheServer:
     `mode` is "cgi" (mod_cgid) or "wsgi" (mod_wsgi). `prefix`/`venv` default to
     app_tree(tmpdir). `extra_conf` is appended to the site config (the bench adds its
     baseline scripts this way). `state_dir`, `keys_file`: checked for access if given.
+    `recordings_access` renders the site for that `[recordings] access` (public, signed,
+    key), as install.sh does from the INI.
 
     Starts at once; `.url`, `.stop()`, `.error_log()`; also a context manager.
     """
 
     def __init__(self, tmpdir, config_path, recordings_root, *, mode="cgi", prefix=None,
                  venv=None, extra_conf="", state_dir=None, keys_file=None,
-                 start_timeout=15.0):
+                 start_timeout=15.0, recordings_access="public"):
         self.binary = find_apache()
         if not self.binary:
             raise ApacheError("apache2 is not installed")
@@ -269,7 +271,8 @@ class ApacheServer:
         self.site_conf = self.rundir / "callexchange.conf"
         self.site_conf.write_text(render(APACHE_TEMPLATES / site, {
             "PREFIX": self.prefix, "VENV": self.venv, "CONFIG": self.config_path,
-            "RECORDINGS_ROOT": self.recordings_root,
+            "RECORDINGS_ROOT": self.recordings_root, "RECORDINGS_ACCESS": recordings_access,
+            "LOG_DIR": self.rundir,
         }) + ("\n# --- extra ---\n" + extra_conf + "\n" if extra_conf else ""))
         self.start(start_timeout)
 
@@ -349,7 +352,13 @@ class ApacheServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def access_log(self):
+        """The host site's access log (the virtual host standing for Debian's default)."""
         path = self.rundir / "access.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def callexchange_access_log(self):
+        """Our own access log (GlobalLog of the site config): our URLs, paths only."""
+        path = self.rundir / "callexchange-access.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def logs(self):

@@ -172,6 +172,15 @@ def _webhook_secret(value):
     return value
 
 
+def _choice(*choices):
+    def check(value):
+        lowered = value.lower()
+        if lowered not in choices:
+            raise ValueError("must be one of %s, got %r" % (", ".join(choices), value))
+        return lowered
+    return check
+
+
 def _port(value):
     return _whole(1, 65535)(value)
 
@@ -226,6 +235,10 @@ SCHEMA = {
     "recordings": {
         "root": (_path, "/var/spool/asterisk/monitor"),
         "base_url": (_url, ""),
+        # public: anyone with the URL (legacy); signed: URLs carry an expiring HMAC token;
+        # key: fetching needs the api-key header. Apache must be set up to match (install.sh).
+        "access": (_choice("public", "signed", "key"), "public"),
+        "url_ttl": (_whole(60, 7 * 86400), "3600"),
     },
     "webhook": {
         "url": (_url, ""),

@@ -2,6 +2,7 @@
 
 REASONS = {
     200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content", 500: "Internal Server Error", 502: "Bad Gateway",

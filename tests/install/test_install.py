@@ -67,7 +67,7 @@ def test_every_distro_table_row_names_a_value_for_both_families():
     ("rhel", "web_user", "apache"),
     ("debian", "apache_mod_enable", "a2enmod"),
     ("rhel", "apache_mod_enable", ""),
-    ("debian", "packages", "apache2,python3,python3-venv,ca-certificates"),
+    ("debian", "packages", "apache2,libapache2-mod-xsendfile,python3,python3-venv,ca-certificates"),
 ])
 def test_distro_value_reads_the_table(family, name, expected):
     assert bash('distro_value "$1" "$2"', family, name).stdout == expected + "\n"
@@ -81,7 +81,8 @@ def test_distro_value_of_an_unknown_row_fails():
 
 def test_the_apache_modules_are_the_ones_the_snippet_needs():
     modules = bash('distro_value debian apache_modules').stdout.strip().split(",")
-    assert set(modules) == {"cgid", "alias", "env", "mime", "headers", "allowmethods"}
+    assert set(modules) == {"cgid", "alias", "env", "mime", "headers", "allowmethods", "lua",
+                            "xsendfile"}
 
 
 @pytest.mark.parametrize("os_release, family", [

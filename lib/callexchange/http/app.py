@@ -56,6 +56,8 @@ class Application:
             # No content: RFC 9110 forbids Content-Length on a 204, and a type of nothing
             # means nothing.
             payload, headers = b"", []
+        elif getattr(reply, "payload", None) is not None:   # a recording (recording_file)
+            payload, headers = reply.payload, []
         else:
             payload = json.dumps(reply.body).encode("utf-8")
             headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(payload)))]
@@ -67,6 +69,10 @@ class Application:
 
     def dispatch(self, environ):
         path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).rstrip("/")
+        if path.startswith("/wav-files/"):
+            # Only routed here when recordings are not public (apache/README.md).
+            from callexchange.http import recording_file
+            return recording_file.serve(self.config, self.config_error, environ)
         method = environ.get("REQUEST_METHOD", "GET").upper()
         if path.endswith(CALL_PATHS):
             handler, methods = self.call_endpoint, ("POST",)

@@ -97,10 +97,12 @@ def read_query(params):
     return Query(phone, first_day, last_day, limit_field(params), uniqueid_field(params))
 
 
-def recording_entry(base_url, day, name, time_text, duration, uniqueid):
-    """One item of the legacy reply. `day` is the day folder, YYYYMMDD."""
+def recording_entry(base_url, day, name, time_text, duration, uniqueid, sign=None):
+    """One item of the legacy reply. `day` is the day folder, YYYYMMDD. `sign`, for
+    `[recordings] access = signed`, maps the path under the root to the URL's query."""
+    path = "%s/%s/%s/%s" % (day[:4], day[4:6], day[6:], name)
     return {
-        "url": recording_url(base_url, "%s/%s/%s/%s" % (day[:4], day[4:6], day[6:], name)),
+        "url": recording_url(base_url, path) + ("?" + sign(path) if sign else ""),
         "time": time_text,
         "duration": duration,
         "date": "%s/%s/%s" % (day[6:], day[4:6], day[:4]),
@@ -142,6 +144,7 @@ def lookup(config, query, index=None):
     from callexchange.recordings.index import RecordingIndex
 
     root = config.recordings.root
+    sign = _url_signer(config)
     if index is None:
         index = RecordingIndex(root, StateDir(config.state.dir).recordings_index)
     found = index.find(query.phone, query.first_day, query.last_day)     # by day
@@ -181,11 +184,28 @@ def lookup(config, query, index=None):
             replies.append(recording_entry(config.recordings.base_url, day, name,
                                            "%s:%s:%s" % (clock[:2], clock[2:4], clock[4:]),
                                            audio.duration_seconds(path, info.st_size),
-                                           parsed.uniqueid))
+                                           parsed.uniqueid, sign))
     replies.reverse()
     if gone:
         index.forget(gone)
     return replies
+
+
+def _url_signer(config):
+    """None for public and key access; for signed access, a function of a recording's
+    path under the root giving its URL's `exp=...&sig=...` (one key read per lookup)."""
+    if getattr(config.recordings, "access", "public") != "signed":
+        return None
+    import time
+    from callexchange.recordings import access
+    try:
+        key = access.url_key(config.state.dir)
+    except OSError as error:
+        raise ApiError(500, "Server configuration error: cannot read or make the recordings "
+                            "URL key in [state] dir %s: %s" % (config.state.dir,
+                                                               error.strerror or error))
+    now, ttl = time.time(), config.recordings.url_ttl
+    return lambda path: access.signed_query(key, path, now, ttl)
 
 
 def _stat(root, day, name):

@@ -1,0 +1,50 @@
+-- CallExchange: Apache's own error replies on the gateway's URLs are JSON (mod_lua).
+--
+-- ErrorDocument in <LocationMatch> (callexchange.conf.in) covers the errors Apache makes
+-- once it has merged the per-URL config. Some it makes before, or after resetting to the
+-- server-wide config: TRACE refused by TraceEnable Off, %00 or %2F in the path, a path
+-- climbing above the root (/../), a symlink refused during the directory walk. Those
+-- would get the server's HTML page. This quick handler runs first for every request and,
+-- for our URLs only, registers the JSON pages as this request's error responses
+-- (ap_custom_response), which Apache prefers to any ErrorDocument; other URLs are not
+-- touched (DECLINED at once). It also refuses URLs over MAX_URI bytes on our URLs with a
+-- JSON 414 (Apache's own LimitRequestLine, 8190 bytes, answers before any URL is read).
+
+local CODES = { 400, 403, 404, 405, 408, 411, 413, 414, 416, 500, 501, 502, 503, 504 }
+local MAX_URI = 4096
+
+-- The folder of error pages for a path, or nil when the path is not ours.
+local function error_set(path)
+    if path:find("%", 1, true) then
+        -- %61pi is /api once Apache decodes it: decode unreserved characters the same way.
+        path = path:gsub("%%(%x%x)", function(hex)
+            local char = string.char(tonumber(hex, 16))
+            if char:find("^[%w%-%._~]$") then return char end
+            return "%" .. hex
+        end)
+    end
+    path = path:gsub("//+", "/")
+    local first = path:match("^/([^/]*)")
+    if first == "api" and (path == "/api/v1" or path:sub(1, 8) == "/api/v1/") then
+        return "call"
+    elseif first == "recorded" and (path == "/recorded/v1" or path:sub(1, 13) == "/recorded/v1/") then
+        return "recordings"
+    elseif first == "wav-files" then
+        return "wav-files"
+    end
+    return nil
+end
+
+function json_errors(r)
+    local set = error_set(r.uri or "")
+    if not set then
+        return apache2.DECLINED
+    end
+    for _, code in ipairs(CODES) do
+        r:custom_response(code, "/callexchange-errors/" .. set .. "/" .. code .. ".json")
+    end
+    if #(r.unparsed_uri or "") > MAX_URI then
+        return 414
+    end
+    return apache2.DECLINED
+end
