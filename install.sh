@@ -950,7 +950,7 @@ step_apache_conf() {
 # they stop logging our URLs (whose query strings may carry an api-key or a recording
 # token); our GlobalLog logs those, path only (apache/README.md). Only with the flag:
 # those files are the admin's.
-SCRUB_CONDITION='"expr=!(%{REQUEST_URI} =~ m#^/+(api/v1|recorded/v1|wav-files)(/|$)#)"'
+SCRUB_CONDITION='"expr=!(%{REQUEST_URI} =~ m#^/+(api/v1|recorded/v1|wav-files)(/|$)# || %{THE_REQUEST} =~ m#^[A-Za-z]+ /+(api/v1|recorded/v1|wav-files)([/?]| |$)#)"'
 
 # scrub_custom_log FILE: FILE's text with SCRUB_CONDITION after every CustomLog line that
 # has no condition yet (lines with env= or expr= are the admin's choice: left alone).

@@ -643,3 +643,203 @@ def test_wsgi_mode_accepts_a_chunked_body_like_the_cgi(wsgi_gateway, gateway, sa
         assert response.status_code == 200, server.explain(response)
         assert response.headers["Content-Type"] == JSON_TYPE
         originate_for(sandbox, response.json()["uniqueid"])
+
+
+# --- every Apache-made reply on our URLs is JSON in the legacy shape --------------------
+
+CALL_MESSAGE = "We fail on making a call. caller : , callee : "
+
+
+def raw_request(port, data):
+    """Send `data` as written (no client normalises it) and read the whole reply:
+    (status, {lower-case header: value}, body bytes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(data)
+        reply = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        body = _unchunk(body)
+    return int(lines[0].split(" ", 2)[1]), headers, body
+
+
+def _unchunk(body):
+    out = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out, body = out + body[:size], body[size + 2:]
+    return out
+
+
+def get(path, method="GET", extra=b""):
+    return (b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s\r\n"
+            % (method.encode(), path.encode(), extra))
+
+
+WAV = "/wav-files/2024/07/03/out-12127773456-2001-20240703-203742-1720039056.22191.wav"
+
+APACHE_REFUSALS = [
+    # (what, request, status, endpoint)
+    ("TRACE on the call endpoint", get(CALL, "TRACE"), 405, "call"),
+    ("TRACE on find_phone_files", get("/recorded/v1/find_phone_files.pl", "TRACE"), 405,
+     "recordings"),
+    ("TRACE on a recording", get(WAV, "TRACE"), 405, "wav-files"),
+    ("%00 in the path", get(CALL + "%00"), 404, "call"),
+    ("%00 in a recording's path", get("/wav-files/2024/07/03/x%00.wav"), 404, "wav-files"),
+    ("..%2f traversal", get("/wav-files/2024/07/03/..%2f..%2f..%2fetc%2fpasswd"), 404,
+     "wav-files"),
+    ("/../ above the root", get("/wav-files/../../../etc/passwd"), 400, "wav-files"),
+    ("a symlink in the archive", get("/wav-files/2024/07/03/secret.wav"), 403, "wav-files"),
+    ("a dot file in the archive", get("/wav-files/2024/07/03/.htaccess"), 403, "wav-files"),
+    ("a range past the end", get(WAV, extra=b"Range: bytes=99999-100000\r\n"), 416,
+     "wav-files"),
+    ("a trailing slash on the call endpoint", get(CALL + "/"), 403, "call"),
+    ("a trailing slash on find_phone_files", get("/recorded/v1/find_phone_files/"), 403,
+     "recordings"),
+    ("an unknown URL under /api/v1/", get("/api/v1/other"), 403, "call"),
+    ("a URI too long", get(CALL + "?x=" + "a" * 5000), 414, "call"),
+    ("a URI too long for find_phone_files",
+     get("/recorded/v1/find_phone_files?phone=" + "1" * 5000), 414, "recordings"),
+    ("a directory listing", get("/wav-files/2024/07/03/"), 404, "wav-files"),
+    ("the archive's root", get("/wav-files/"), 404, "wav-files"),
+    ("a missing recording", get("/wav-files/2024/07/03/nope.wav"), 404, "wav-files"),
+    ("PUT on a recording", get(WAV, "PUT", b"Content-Length: 0\r\n"), 405, "wav-files"),
+    ("a body over Apache's limit",
+     b"POST " + CALL.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+     b"Content-Length: 2000000\r\n\r\n", 413, "call"),
+]
+
+
+@pytest.mark.parametrize("what, request_bytes, status, endpoint", APACHE_REFUSALS,
+                         ids=[case[0] for case in APACHE_REFUSALS])
+def test_what_apache_refuses_on_our_urls_is_legacy_json(gateway, recordings, what,
+                                                        request_bytes, status, endpoint):
+    got, headers, body = raw_request(gateway.apache.port, request_bytes)
+
+    assert got == status, (what, got, body[:300], gateway.explain())
+    assert headers.get("content-type") == JSON_TYPE, (what, headers, body[:300])
+    reply = json.loads(body)
+    assert set(reply) == {"status", "icon", "error", "message"}, reply
+    assert reply["status"].startswith("%d " % status), reply
+    assert reply["icon"] == "error"
+    assert reply["error"]
+    if endpoint == "call":
+        assert reply["message"] == CALL_MESSAGE
+    else:
+        assert reply["message"].startswith("We fail on"), reply
+    assert b"root:" not in body
+
+
+OTHER_SITE = [
+    ("TRACE", get("/other", "TRACE"), 405),
+    ("%00", get("/other%00"), 404),
+    ("..%2f", get("/other/..%2f..%2fetc"), 404),
+    ("/../", get("/other/../../etc/passwd"), 400),
+    ("a long URI", get("/other?x=" + "a" * 5000), 403),
+]
+
+
+@pytest.mark.parametrize("what, request_bytes, status", OTHER_SITE,
+                         ids=[case[0] for case in OTHER_SITE])
+def test_other_sites_on_the_server_keep_apaches_own_error_pages(gateway, what, request_bytes,
+                                                                status):
+    got, headers, body = raw_request(gateway.apache.port, request_bytes)
+
+    assert got == status, (what, got, body[:300])
+    assert headers.get("content-type", "").startswith("text/html"), (what, headers)
+    assert b"We fail on" not in body
+
+
+def test_a_request_line_over_apaches_limit_is_answered_before_the_url_is_known(gateway):
+    # The documented exception (apache/README.md): Apache refuses it before reading a URL.
+    got, headers, _ = raw_request(gateway.apache.port, get(CALL + "?x=" + "a" * 9000))
+
+    assert got == 414
+    assert headers.get("content-type", "").startswith("text/html")
+
+
+# --- no key in any access log -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["api-key", "api_key", "API-KEY", "Api_Key"])
+def test_a_key_in_the_query_string_is_logged_by_no_access_log(gateway, name):
+    secret = "query-key-%s-%d" % (name.lower().replace("_", "-"), time.time_ns())
+    for path in (CALL + "?%s=%s" % (name, secret),
+                 "/recorded/v1/find_phone_files?phone=4930901820&%s=%s" % (name, secret)):
+        method = "POST" if path.startswith(CALL) else "GET"
+        response = gateway.request(method, path, "{}" if method == "POST" else None)
+        assert response.status_code == 400, gateway.explain(response)
+
+    logged = wait_for_log(gateway.apache.callexchange_access_log, "find_phone_files")
+    assert secret not in gateway.apache.access_log()
+    assert secret not in logged
+    assert secret not in gateway.apache.error_log()
+    # Our log has the requests, path only.
+    assert '"POST /api/v1/asteriskapi.pl HTTP/1.1" 400' in logged
+    assert '"GET /recorded/v1/find_phone_files HTTP/1.1" 400' in logged
+
+
+def wait_for_log(read, text, timeout=5.0):
+    """Apache writes the access log after the reply: poll until `text` is in it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logged = read()
+        if text in logged or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.05)
+
+
+def test_other_urls_are_still_logged_whole_by_the_sites_own_log(gateway):
+    raw_request(gateway.apache.port, get("/other-site-page?visible=1"))
+
+    logged = wait_for_log(gateway.apache.access_log, "/other-site-page")
+    assert "GET /other-site-page?visible=1 HTTP/1.1" in logged
+    assert "/other-site-page" not in gateway.apache.callexchange_access_log()
+
+
+def test_the_test_sites_log_condition_is_the_one_install_sh_adds():
+    import subprocess
+    condition = subprocess.run(
+        ["bash", "-c", 'source "$0" && printf %s "$SCRUB_CONDITION"',
+         str(apache_server.REPO / "install.sh")],
+        capture_output=True, text=True, check=True).stdout
+    standalone = (apache_server.APACHE_TEMPLATES / "standalone.conf.in").read_text()
+
+    assert condition and ('CustomLog "@RUNDIR@/access.log" timing ' + condition) in standalone
+    site = (apache_server.APACHE_TEMPLATES / "callexchange.conf.in").read_text()
+    assert condition.replace('"expr=!(', '"expr=').replace(')"', '"') in site
+
+
+# --- the API reference (SPEC: served without a key) -----------------------------------
+
+def test_openapi_yaml_is_served_without_a_key(gateway):
+    response = requests.get(gateway.url + "/api/v1/openapi.yaml", timeout=10)
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/yaml; charset=utf-8"
+    assert response.content == (apache_server.REPO / "docs" / "openapi.yaml").read_bytes()
+
+
+def test_the_docs_page_and_its_script_are_served_from_this_server(gateway):
+    page = requests.get(gateway.url + "/api/v1/docs", timeout=10)
+    script = requests.get(gateway.url + "/api/v1/docs/redoc.standalone.js", timeout=10)
+
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "connect-src 'self'" in page.headers["Content-Security-Policy"]
+    assert 'spec-url="openapi.yaml"' in page.text
+    assert script.status_code == 200
+    assert script.content == (apache_server.REPO / "apache" / "docs"
+                              / "redoc.standalone.js").read_bytes()
+    missing = requests.get(gateway.url + "/api/v1/docs/REDOC.md", timeout=10)
+    assert missing.status_code == 403 and missing.json()["message"] == CALL_MESSAGE
