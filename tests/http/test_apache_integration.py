@@ -223,7 +223,7 @@ def test_dialer_mode_rings_the_lead_first(gateway, sandbox):
 
     assert response.status_code == 200, gateway.explain(response)
     originate = originate_for(sandbox, response.json()["uniqueid"])
-    assert originate["Channel"] == "Local/12127773456@callexchange-outbound"
+    assert originate["Channel"] == "Local/12127773456@callexchange-outbound/n"
     assert originate["Context"] == "callexchange-agent"
     assert originate["Exten"] == "2003"
 

@@ -7,9 +7,8 @@
 - `key`: fetching a recording needs the `api-key` header, as the endpoints do.
 
 The signing key is 32 random bytes in `[state] dir/recordings-url-key` (hex, mode 0600,
-owned like the state dir): made by the first lookup that needs it, replaced by
-`rotate_url_key()` (`callexchange recordings rotate-url-key`), which ends every URL handed
-out before. It is never sent, logged or put in the INI. HMAC is built on the builtin
+owned like the state dir): made by the first lookup that needs it. Deleting it (or
+`rotate_url_key()`) ends every URL handed out before. It is never sent, logged or put in the INI. HMAC is built on the builtin
 SHA-256 (as keys.py does): importing hmac/hashlib loads OpenSSL, which a CGI process
 pays on every request.
 """
@@ -21,17 +20,8 @@ KEY_FILE = "recordings-url-key"
 _TAG = b"callexchange-recording-v1\n"
 _B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
-try:
-    from _sha256 import sha256
-except ImportError:  # Python 3.12+ names it _sha2
-    try:
-        from _sha2 import sha256
-    except ImportError:
-        from hashlib import sha256
-try:
-    from _operator import _compare_digest as compare_digest
-except ImportError:
-    from hmac import compare_digest
+# The builtin SHA-256 and digest compare that keys.py picks (no OpenSSL import).
+from callexchange.keys import compare_digest, sha256  # noqa: E402
 
 
 class TokenError(Exception):
@@ -109,8 +99,7 @@ def url_key(state_dir, create=True):
         if not create:
             raise
     except ValueError:
-        raise OSError("%s is not a hex key: run `callexchange recordings rotate-url-key`"
-                      % path) from None
+        raise OSError("%s is not a hex key: delete it (a new one is made)" % path) from None
     try:
         _write_key(path, exclusive=True)
     except FileExistsError:
