@@ -781,7 +781,8 @@ def test_a_key_in_the_query_string_is_logged_by_no_access_log(gateway, name):
         response = gateway.request(method, path, "{}" if method == "POST" else None)
         assert response.status_code == 400, gateway.explain(response)
 
-    logged = wait_for_log(gateway.apache.callexchange_access_log, "find_phone_files")
+    logged = wait_for_log(gateway.apache.callexchange_access_log,
+                          '"GET /recorded/v1/find_phone_files HTTP/1.1" 400')
     assert secret not in gateway.apache.access_log()
     assert secret not in logged
     assert secret not in gateway.apache.error_log()
