@@ -6,46 +6,16 @@ _TESTS = os.path.dirname(os.path.abspath(__file__))
 # The package from lib/, and the shared test helpers (paths, apache_server...) from any folder.
 sys.path[:0] = [os.path.join(os.path.dirname(_TESTS), "lib"), _TESTS]
 
+# --doctest-modules would import every conftest.py as a module named "conftest" (a clash
+# between folders); they hold no examples to run.
+collect_ignore_glob = ["conftest.py", "*/conftest.py"]
+
 
 # --- shared fixtures: a test config, a keys file with a known key, a sandbox PBX ---
 
 import pytest  # noqa: E402
 
-TEST_API_KEY = "test-api-key-5f1c2a9e"
-TEST_KEY_LABEL = "tests"
-AMI_USERNAME = "cxtest"
-AMI_SECRET = "s3cret-for-tests"
-
-_CONFIG_DEFAULTS = {
-    "ami": {"host": "127.0.0.1", "username": AMI_USERNAME, "secret": AMI_SECRET,
-            "connect_timeout": "1", "timeout": "2"},
-    "dial": {"default_region": "US"},
-    "ani": {"default": "12125550100, 12125550101", "DE": "4930123456, 4940123456"},
-    "recordings": {"base_url": "https://pbx.example.test/wav-files"},
-    "webhook": {},
-}
-
-
-def config_text(tmp_path, ami_port, **sections):
-    """INI text of a working test config in `tmp_path`: AMI on 127.0.0.1:`ami_port` with
-    AMI_USERNAME / AMI_SECRET, keys file `tmp_path/api-keys`, state `tmp_path/state`,
-    recordings `tmp_path/recordings`. Keyword arguments override or add keys per section,
-    e.g. `config_text(tmp_path, port, dial={"dedupe_seconds": "1"})`; a value of None
-    drops the key."""
-    merged = {name: dict(values) for name, values in _CONFIG_DEFAULTS.items()}
-    merged["ami"]["port"] = str(ami_port)
-    merged["auth"] = {"keys_file": str(tmp_path / "api-keys")}
-    merged["state"] = {"dir": str(tmp_path / "state")}
-    merged["recordings"]["root"] = str(tmp_path / "recordings")
-    for name, values in sections.items():
-        merged.setdefault(name, {}).update(values)
-    lines = []
-    for name, values in merged.items():
-        lines.append("[%s]" % name)
-        lines.extend("%s = %s" % (key, value) for key, value in values.items()
-                     if value is not None)
-        lines.append("")
-    return "\n".join(lines)
+from testconfig import AMI_SECRET, AMI_USERNAME, TEST_API_KEY, TEST_KEY_LABEL, config_text  # noqa: E402,F401
 
 
 @pytest.fixture

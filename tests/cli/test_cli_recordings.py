@@ -12,7 +12,7 @@ import webtest
 from callexchange.cli import recordings as cli_recordings
 from callexchange.http.app import create_app
 from callexchange.config import load_config
-from conftest import TEST_API_KEY, config_text
+from testconfig import TEST_API_KEY, config_text
 
 LEAD = "12127773456"
 DAYS = ["202407%02d" % n for n in range(1, 11)]

@@ -13,7 +13,7 @@ import webtest
 from callexchange.calls.ani import AniLedger
 from callexchange.http.app import create_app
 from callexchange.config import load_config
-from conftest import AMI_SECRET, AMI_USERNAME, TEST_API_KEY, config_text
+from testconfig import AMI_SECRET, AMI_USERNAME, TEST_API_KEY, config_text
 from schemas import document, schema_names, validate, validator
 
 URL = "/api/v1/asteriskapi.pl"
@@ -926,7 +926,7 @@ def test_recording_schema_matches_the_legacy_sample():
 
 
 def test_unknown_default_region_is_a_500_naming_file_and_line(tmp_path, sandbox, keys_file):
-    from conftest import config_text
+    from testconfig import config_text
     path = tmp_path / "region.ini"
     path.write_text(config_text(tmp_path, sandbox.port, dial={"default_region": "XX"}))
     app = webtest.TestApp(create_app(str(path)))

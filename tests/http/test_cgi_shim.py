@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from callexchange import keys
-from conftest import TEST_API_KEY, config_text
+from testconfig import TEST_API_KEY, config_text
 from paths import REPO
 
 REPO = str(REPO)

@@ -14,7 +14,7 @@ import webtest
 from callexchange.http.app import create_app
 from callexchange.config import load_config
 from callexchange.recordings.index import RecordingIndex
-from conftest import TEST_API_KEY, config_text
+from testconfig import TEST_API_KEY, config_text
 from schemas import validate
 
 URL = "/recorded/v1/find_phone_files.pl"
@@ -467,7 +467,7 @@ def test_broken_config_is_a_500_json(tmp_path):
 
 def test_head_answers_like_get_without_a_body(tmp_path):
     from callexchange.http.app import create_app
-    from conftest import TEST_API_KEY, config_text
+    from testconfig import TEST_API_KEY, config_text
     import webtest
     path = tmp_path / "c.ini"
     path.write_text(config_text(tmp_path, 5038))

@@ -23,7 +23,7 @@ from callexchange.http.app import create_app
 from callexchange.config import load_config
 from callexchange.sandbox.server import Sandbox
 from callexchange.webhooks.spool import Spool
-from conftest import AMI_SECRET, AMI_USERNAME, TEST_API_KEY, config_text
+from testconfig import AMI_SECRET, AMI_USERNAME, TEST_API_KEY, config_text
 from schemas import validate
 from crm_standin import SECRET
 

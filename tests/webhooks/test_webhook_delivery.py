@@ -26,7 +26,7 @@ from callexchange.config import load_config
 from callexchange.webhooks.spool import Spool
 from callexchange.webhooks.deliverer import Deliverer
 from callexchange.webhooks.payload import make_record
-from conftest import config_text
+from testconfig import config_text
 from crm_standin import SECRET
 from paths import LIB
 
