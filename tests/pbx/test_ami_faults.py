@@ -41,19 +41,25 @@ def settings(port, **overrides):
 
 
 def open_fds():
-    return len(os.listdir("/proc/self/fd"))
+    return set(os.listdir("/proc/self/fd"))
 
 
 @pytest.fixture(autouse=True)
 def nothing_left_behind():
-    """Every test here must end with the threads and file descriptors it started with."""
-    threads, fds = threading.active_count(), open_fds()
+    """Every test here must end without a thread or file descriptor it started (threads of
+    earlier tests that end meanwhile, e.g. a session sandbox's, do not count)."""
+    threads, fds = set(threading.enumerate()), open_fds()
+
+    def leftovers():
+        return set(threading.enumerate()) - threads, open_fds() - fds
+
     yield
     give_up = time.monotonic() + 3
-    while (threading.active_count(), open_fds()) != (threads, fds) and time.monotonic() < give_up:
+    while leftovers() != (set(), set()) and time.monotonic() < give_up:
         time.sleep(0.02)
-    assert threading.active_count() == threads, [t.name for t in threading.enumerate()]
-    assert open_fds() == fds
+    new_threads, new_fds = leftovers()
+    assert not new_threads, [t.name for t in new_threads]
+    assert not new_fds, sorted(new_fds)
 
 
 def pbx(*faults, **kwargs):
