@@ -39,13 +39,13 @@ def test_asterisk_stopped_is_a_503_at_once_and_a_restarted_asterisk_places_calls
     crm_before = len(pbx.crm.requests)
     pbx.asterisk.stop()
     try:
-        response, seconds = refused_call(pbx, "12125559001")
-        body = check_refused(response, seconds, "12125559001")
+        response, seconds = refused_call(pbx, "12125557001")
+        body = check_refused(response, seconds, "12125557001")
         assert "refused" in body["error"].lower() or "connect" in body["error"].lower(), body
     finally:
         pbx.restart()
     # The softphone did not register again: its contact survived the restart in AstDB.
-    call = pbx.place("after restart", harness.SIPP_AGENT, "12125559011", False)
+    call = pbx.place("after restart", harness.SIPP_AGENT, "12125557011", False)
     pbx.wait_until_over([call])
     check_connected_call(pbx, call)
     assert len(pbx.crm.requests) == crm_before + 2  # the new call's two webhooks, no others
@@ -55,21 +55,21 @@ def test_a_frozen_asterisk_is_a_503_within_the_deadline_and_calls_go_once_it_tha
     pbx.asterisk.freeze()
     try:
         # The kernel still accepts the TCP connection; no banner ever comes.
-        response, seconds = refused_call(pbx, "12125559021")
-        check_refused(response, seconds, "12125559021")
+        response, seconds = refused_call(pbx, "12125557021")
+        check_refused(response, seconds, "12125557021")
     finally:
         pbx.asterisk.thaw()
-    call = pbx.place("after thaw", harness.BUSY_AGENTS[2], "12125559031", True)
+    call = pbx.place("after thaw", harness.BUSY_AGENTS[2], "12125557031", True)
     pbx.wait_until_over([call])
     check_call_that_never_connected(pbx, call, "busy", 17)
     # The frozen request never sent its Originate: no call of it after the thaw.
-    assert [r for r in pbx.crm.requests if r.json["dialed_number"] == "12125559021"] == []
+    assert [r for r in pbx.crm.requests if r.json["dialed_number"] == "12125557021"] == []
 
 
 def test_webhooks_of_calls_that_end_while_the_crm_is_down_arrive_once_it_is_back(pbx, crm_up):
     calls = pbx.place_all([
-        ("agent first", harness.ANSWERING_AGENTS[10], "12125559041", False, {}),
-        ("dialer", harness.ANSWERING_AGENTS[11], "12125559051", True, {}),
+        ("agent first", harness.ANSWERING_AGENTS[10], "12125557041", False, {}),
+        ("dialer", harness.ANSWERING_AGENTS[11], "12125557051", True, {}),
     ])
     deadline = time.monotonic() + 30
     while not all(pbx.webhooks(c.uniqueid, "connect") for c in calls):
