@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path

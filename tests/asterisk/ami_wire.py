@@ -47,7 +47,8 @@ class Message:
         return self.get("Response")
 
     def __repr__(self):
-        return "<Message %.3f %s>" % (self.offset, " | ".join("%s: %s" % p for p in self.pairs[:6]))
+        shown = " | ".join("%s: %s" % pair for pair in self.pairs[:6])
+        return "<Message %.3f %s>" % (self.offset, shown)
 
 
 def parse_pairs(block):

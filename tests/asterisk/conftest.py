@@ -10,11 +10,8 @@ as it does without sipp or Apache.
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
-import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 

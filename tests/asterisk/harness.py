@@ -14,7 +14,6 @@ ring-time and talk-time rules are measurable):
     TALK                 the answering lead hangs up this long after answering
 """
 
-import os
 import socket
 import sys
 from pathlib import Path
@@ -96,7 +95,8 @@ def loop_agents(sip_port):
     lines = []
     for agent in ANSWERING_AGENTS + BUSY_AGENTS + SILENT_AGENTS:
         lines += ["[%s](loop-agent)" % agent, "aors = %s" % agent, "",
-                  "[%s]" % agent, "type = aor", "contact = sip:%s@127.0.0.1:%d" % (agent, sip_port), ""]
+                  "[%s]" % agent, "type = aor",
+                  "contact = sip:%s@127.0.0.1:%d" % (agent, sip_port), ""]
     for agent in OFFLINE_AGENTS:
         lines += ["[%s](agent-endpoint)" % agent, "aors = %s" % agent, "",
                   "[%s]" % agent, "type = aor", "max_contacts = 1", ""]

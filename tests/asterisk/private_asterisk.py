@@ -187,7 +187,7 @@ class PrivateAsterisk:
         log = open(self.run / "var" / "log" / "console.log", "ab")
         try:
             self.process = subprocess.Popen(
-                [self.binary, "-C", str(self.conf), "-f", "-n", "-g"],
+                [self.binary, "-C", str(self.conf), "-f", "-n"], cwd=str(self.run),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                 start_new_session=True)
         finally:

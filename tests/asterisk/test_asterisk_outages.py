@@ -6,6 +6,8 @@ the CRM was down arrive once it is back, each exactly once.
 
 import time
 
+import pytest
+
 import harness
 from call_checks import check_call_that_never_connected, check_connected_call
 
@@ -66,7 +68,8 @@ def test_a_frozen_asterisk_is_a_503_within_the_deadline_and_calls_go_once_it_tha
     assert [r for r in pbx.crm.requests if r.json["dialed_number"] == "12125557021"] == []
 
 
-def test_webhooks_of_calls_that_end_while_the_crm_is_down_arrive_once_it_is_back(pbx, crm_up):
+@pytest.mark.usefixtures("crm_up")
+def test_webhooks_of_calls_that_end_while_the_crm_is_down_arrive_once_it_is_back(pbx):
     calls = pbx.place_all([
         ("agent first", harness.ANSWERING_AGENTS[10], "12125557041", False, {}),
         ("dialer", harness.ANSWERING_AGENTS[11], "12125557051", True, {}),
