@@ -17,11 +17,11 @@ def path(tmp_path):
 def test_add_list_revoke(path):
     keys.add_key(path, "crm-a", "key-a")
     keys.add_key(path, "crm.b@example", "key-b")
-    assert [(label, digest) for label, digest, _ in keys.read_keys(path)] == [
+    assert [(entry.label, entry.digest) for entry in keys.read_keys(path)] == [
         ("crm-a", hashlib.sha256(b"key-a").hexdigest()),
         ("crm.b@example", hashlib.sha256(b"key-b").hexdigest())]
     keys.revoke_key(path, "crm-a")
-    assert [label for label, _, _ in keys.read_keys(path)] == ["crm.b@example"]
+    assert [entry.label for entry in keys.read_keys(path)] == ["crm.b@example"]
     assert keys.find_label(path, "key-a") is None
     assert keys.find_label(path, "key-b") == "crm.b@example"
 
@@ -38,7 +38,8 @@ def test_only_digests_reach_the_disk(path):
 
 def test_created_is_recorded_in_utc(path):
     keys.add_key(path, "crm", "k1")
-    [(_, _, created)] = keys.read_keys(path)
+    [entry] = keys.read_keys(path)
+    created = entry.created
     assert created.endswith("Z") and len(created) == 20
 
 
@@ -141,7 +142,7 @@ def test_comments_and_blank_lines_are_skipped(path):
     os.makedirs(os.path.dirname(path))
     with open(path, "w") as handle:
         handle.write("# a comment\n\n  # indented comment\ncrm\t%s\n" % digest.upper())
-    assert keys.read_keys(path) == [("crm", digest, "")]
+    assert keys.read_keys(path) == [("crm", digest, "", keys.NO_LIMITS)]
     assert keys.find_label(path, "k") == "crm"
 
 

@@ -42,7 +42,7 @@ class _Section:
 
 class Config:
     """The whole validated configuration. Sections: ami, dial, ani, recordings, webhook,
-    auth, state. `path` is the file it came from; `lines` maps (section, key) to the line
+    auth, state, policy. `path` is the file it came from; `lines` maps (section, key) to the line
     that set it, so a check made later (e.g. against phonenumbers) can name it too."""
 
     def __init__(self, path, sections, lines=None):
@@ -204,6 +204,56 @@ def _caller_ids(value):
     return pool
 
 
+# Number types as phonenumbers names them (PhoneNumberType, lower case); "unknown" is a
+# number no reading made valid, dialled as sent.
+NUMBER_TYPES = ("fixed_line", "mobile", "fixed_line_or_mobile", "toll_free", "premium_rate",
+                "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
+                "unknown")
+# Refused unless `[policy] allowed_types` lists them (docs/decisions.md says why each).
+COSTLY_TYPES = ("premium_rate", "shared_cost", "personal_number", "pager")
+EVERY_REGION = "*"
+
+
+def parse_region_list(value):
+    """`*` (every region) as None, else a tuple of ISO regions (upper case, once each);
+    `001` stands for phonenumbers' non-geographic numbers (+800, +881, +882...).
+
+    >>> parse_region_list("gb, DE,GB")
+    ('GB', 'DE')
+    >>> parse_region_list(" * ") is None
+    True
+    """
+    if value.strip() == EVERY_REGION:
+        return None
+    regions = []
+    for part in value.replace("\n", ",").split(","):
+        code = part.strip().upper()
+        if not code:
+            continue
+        if code != "001" and (len(code) != 2 or not code.isalpha() or not code.isascii()):
+            raise ValueError("must be * or a comma-separated list of two-letter ISO regions "
+                             "(GB, DE) or 001 (non-geographic), got %r" % part.strip())
+        if code not in regions:
+            regions.append(code)
+    if not regions:
+        raise ValueError("must be * (every region) or list at least one region")
+    return tuple(regions)
+
+
+def _number_types(value):
+    if value.strip() == "*":
+        return frozenset(NUMBER_TYPES)
+    names = [part.strip().lower() for part in value.replace("\n", ",").split(",")
+             if part.strip()]
+    unknown = [name for name in names if name not in NUMBER_TYPES]
+    if unknown:
+        raise ValueError("knows the types %s (or *), got %r" % (", ".join(NUMBER_TYPES),
+                                                               unknown[0]))
+    if not names:
+        raise ValueError("must be * (every type) or list at least one type")
+    return frozenset(names)
+
+
 # section -> key -> (checker, default); a default of None means required.
 SCHEMA = {
     "ami": {
@@ -252,6 +302,11 @@ SCHEMA = {
     },
     "state": {
         "dir": (_path, "/var/lib/callexchange"),
+    },
+    "policy": {
+        "allowed_types": (_number_types,
+                          ", ".join(t for t in NUMBER_TYPES if t not in COSTLY_TYPES)),
+        "allowed_regions": (parse_region_list, EVERY_REGION),
     },
 }
 

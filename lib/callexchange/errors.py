@@ -13,6 +13,7 @@ REASONS = {
 JSONRPC_CODES = {
     400: -32602,   # invalid params
     401: -32001,   # unknown api-key
+    403: -32005,   # refused by the toll-fraud policy (calls/policy.py names the rule)
     413: -32600,
     415: -32600,
     422: -32004,   # Idempotency-Key reused with another request

@@ -9,7 +9,7 @@ import os
 import time
 
 from callexchange import keys, percent
-from callexchange.calls import ani, numbers
+from callexchange.calls import ani, numbers, quota
 from callexchange.calls.replay import ReplayStore
 from callexchange.errors import ApiError, status_line
 from callexchange.params import bool_field, is_blank, number_field, text_field
@@ -146,8 +146,14 @@ def _issue_call(config, params, api_key, protect_double_click, not_after):
     except numbers.NotAPhoneNumber as error:
         raise ApiError(400, str(error), field="destination") from None
 
+    # The toll-fraud guard: 403 naming the rule now, or, around the Originate, a slot in
+    # the key's counts that is given back when no call was placed.
+    admission = quota.admit(config, label, number)
+
     def place():
-        return _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after)
+        with admission:
+            return _place(config, extension, number, pitch, dialer_mode, msg, crm_id,
+                          not_after)
 
     if not protect_double_click or config.dial.dedupe_seconds <= 0:
         status, body = place()

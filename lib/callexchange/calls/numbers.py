@@ -10,7 +10,10 @@ of every country). So:
   still gets the whole library;
 - the carrier table is split once into one small JSON file per calling code, kept under
   `[state] dir`, so a lookup reads just its own country's prefixes. Lookup follows
-  phonenumbers' own rule: longest prefix first, English names, mobile-type numbers only.
+  phonenumbers' own rule: longest prefix first, English names, mobile-type numbers only;
+- the short-number data (emergency and service numbers, 2 MB for 244 regions) is read only
+  for a destination that no reading makes a valid number: only such a number is dialled as
+  sent, so only it can reach a short number (`service_number`).
 """
 
 import json
@@ -24,14 +27,31 @@ class NotAPhoneNumber(ValueError):
     """The text is not a phone number at all (letters, too short, unparseable)."""
 
 
+class ServiceNumber:
+    """An emergency (`kind` "emergency") or other short service number ("short") that a
+    destination reaches when read as `digits` in `region`."""
+
+    __slots__ = ("kind", "region", "digits")
+
+    def __init__(self, kind, region, digits):
+        self.kind, self.region, self.digits = kind, region, digits
+
+    def __eq__(self, other):
+        return isinstance(other, ServiceNumber) and \
+            (self.kind, self.region, self.digits) == (other.kind, other.region, other.digits)
+
+    def __repr__(self):
+        return "ServiceNumber(%r, %r, %r)" % (self.kind, self.region, self.digits)
+
+
 class NumberInfo:
     """What the CRM is told about a destination, and what is dialled."""
 
     __slots__ = ("dial_digits", "region", "country_code", "valid", "carrier", "type",
-                 "main_region")
+                 "main_region", "type_name", "service")
 
     def __init__(self, dial_digits, region, country_code, valid, carrier, type,
-                 main_region=None):
+                 main_region=None, type_name="unknown", service=None):
         self.dial_digits = dial_digits      # E.164 digits without '+', what Asterisk dials
         self.region = region                # ISO region ("DE"); "001" for non-geographic
         self.country_code = country_code    # int calling code
@@ -39,6 +59,8 @@ class NumberInfo:
         self.carrier = carrier              # English carrier name or ""
         self.type = type                    # phonenumbers' PhoneNumberType value
         self.main_region = main_region or region  # the calling code's main region ("GB")
+        self.type_name = type_name          # "mobile", "premium_rate"... (config.NUMBER_TYPES)
+        self.service = service              # ServiceNumber it can reach, or None
 
     def __repr__(self):
         return "NumberInfo(%r, %r, %r, %r, %r)" % (
@@ -94,6 +116,8 @@ def split_destination(text):
     ('4930901820', True)
     >>> split_destination("212-777-3456")
     ('2127773456', False)
+    >>> split_destination("000")      # Australia's emergency number, not 00 + "0"
+    ('000', False)
     """
     text = text.strip()
     explicit = text.startswith("+")
@@ -102,7 +126,8 @@ def split_destination(text):
         raise NotAPhoneNumber("destination must be a phone number: digits, optionally "
                               "with a leading + or 00, got %r" % text)
     digits = "".join(c for c in body if c.isdigit())
-    if not explicit and digits.startswith("00"):
+    # 00 is an international prefix unless a 0 follows: no calling code starts with 0.
+    if not explicit and digits.startswith("00") and not digits.startswith("000"):
         digits, explicit = digits[2:], True
     if not 3 <= len(digits) <= 17:
         raise NotAPhoneNumber("destination must have 3 to 17 digits, got %d" % len(digits))
@@ -139,26 +164,115 @@ def analyze(destination, default_region, carrier_cache_dir=None):
         number.country_code)
     if region == util.UNKNOWN_REGION:
         region = ""
+    service = None
     if valid:
         dial_digits = "%d%s" % (number.country_code, util.national_significant_number(number))
     else:
         # No reading is a valid number: dial the digits as they were sent, rather than a
         # country code phonenumbers guessed in front of them (07911123456 read in the US
-        # is not 107911123456). Emergency numbers never go out through the API.
-        if not explicit:
-            from phonenumbers import shortnumberinfo
-            if shortnumberinfo.is_emergency_number(digits, default_region):
-                raise NotAPhoneNumber("destination %s is an emergency number in %s; the "
-                                      "gateway does not place emergency calls"
-                                      % (digits, default_region))
+        # is not 107911123456). What is sent as is may be a short number: say which.
         dial_digits = digits
+        service = service_number(digits, explicit, default_region)
     number_type = util.number_type(number) if valid else util.PhoneNumberType.UNKNOWN
     carrier = ""
     if number_type in (util.PhoneNumberType.MOBILE, util.PhoneNumberType.FIXED_LINE_OR_MOBILE,
                        util.PhoneNumberType.PAGER):
         carrier = carrier_name(dial_digits, number.country_code, carrier_cache_dir)
     return NumberInfo(dial_digits, region, number.country_code, valid, carrier, number_type,
-                      util.region_code_for_country_code(number.country_code))
+                      util.region_code_for_country_code(number.country_code),
+                      _type_name(util, number_type), service)
+
+
+def _type_name(util, number_type):
+    """phonenumbers' PhoneNumberType value as its lower-case name ("premium_rate")."""
+    for name in dir(util.PhoneNumberType):
+        if name.isupper() and getattr(util.PhoneNumberType, name) == number_type:
+            return name.lower()
+    return "unknown"
+
+
+# --- emergency and short service numbers ---
+
+# The longest emergency number of any region in phonenumbers' short-number data (a test
+# checks it against the data): a longer string is no region's emergency number as such.
+EMERGENCY_MAX_DIGITS = 6
+# NANP's international prefix, named by callers everywhere: "011 44 112" is London's 112.
+_NANP_IDD = "011"
+
+
+def service_number(digits, explicit, default_region):
+    """The emergency or short service number that `digits` (a destination as dialled, no
+    `+` or `00`) can reach, or None. Every way a trunk might read them is tried:
+
+    - as dialled, in `default_region`, where an emergency number also counts as a prefix
+      (phonenumbers' `connects_to_emergency_number`: some exchanges connect 9111...);
+    - as a calling code and a national number (the `+`/`00` reading, also for national
+      text, since it is dialled as sent), after `011` or `default_region`'s own
+      international prefix too, with or without a trunk `0` after the calling code, in
+      every region of that calling code;
+    - as dialled, an emergency number of ANY region when short enough to be one (a
+      trunk abroad would connect it).
+
+    Emergency numbers win over other short numbers. Loads the short-number data of only
+    the regions it reads in (all 244 only for strings of at most EMERGENCY_MAX_DIGITS).
+    """
+    util = _phonenumberutil()
+    from phonenumbers import shortnumberinfo
+    readings = [(default_region, digits)] + _international_readings(digits, explicit,
+                                                                    default_region, util)
+    for region, national in readings:
+        if shortnumberinfo.connects_to_emergency_number(national, region):
+            return ServiceNumber("emergency", region, national)
+    if len(digits) <= EMERGENCY_MAX_DIGITS:
+        from phonenumbers.shortdata import _AVAILABLE_REGION_CODES
+        for region in _AVAILABLE_REGION_CODES:
+            if shortnumberinfo.is_emergency_number(digits, region):
+                return ServiceNumber("emergency", region, digits)
+    for region, national in readings:
+        if _is_short_number(util, shortnumberinfo, national, region):
+            return ServiceNumber("short", region, national)
+    return None
+
+
+def _international_readings(digits, explicit, default_region, util):
+    """[(region, national digits)] of `digits` read as calling code + national number."""
+    rests = [digits]
+    if not explicit:
+        if digits.startswith(_NANP_IDD):
+            rests.append(digits[len(_NANP_IDD):])
+        metadata = util.PhoneMetadata.metadata_for_region(default_region)
+        pattern = metadata.international_prefix if metadata else None
+        if pattern:
+            import re
+            match = re.match(pattern, digits)
+            if match and match.end() and digits[match.end():] not in rests:
+                rests.append(digits[match.end():])
+    readings = []
+    for rest in rests:
+        for length in (1, 2, 3):
+            regions = util.COUNTRY_CODE_TO_REGION_CODE.get(int(rest[:length] or 0))
+            if regions is None:
+                continue
+            national = rest[length:]
+            nationals = [national] + ([national[1:]] if national[:1] == "0" else [])
+            readings.extend((region, text) for region in regions if region != "001"
+                            for text in nationals if text)
+            break  # calling codes are prefix-free: at most one matches
+    return readings
+
+
+def _is_short_number(util, shortnumberinfo, national, region):
+    """True when `national` is a valid short number dialled in `region`."""
+    metadata = util.PhoneMetadata.short_metadata_for_region(region)
+    if metadata is None:
+        return False
+    country_code = util.country_code_for_region(region)
+    number = util.PhoneNumber(country_code=country_code, national_number=int(national))
+    zeros = len(national) - len(str(int(national)))
+    if zeros:  # keep the leading zeros of 000, 0800...: they are part of a short number
+        number.italian_leading_zero = True
+        number.number_of_leading_zeros = zeros
+    return shortnumberinfo.is_valid_short_number_for_region(number, region)
 
 
 # --- carrier names, one shard per calling code ---

@@ -38,7 +38,9 @@ def run_check(args):
 
     from callexchange.calls.numbers import known_region
     for section, key, region in ([("dial", "default_region", settings.dial.default_region)]
-                                 + [("ani", code.lower(), code) for code in settings.ani.pools]):
+                                 + [("ani", code.lower(), code) for code in settings.ani.pools]
+                                 + [("policy", "allowed_regions", code) for code in
+                                    settings.policy.allowed_regions or () if code != "001"]):
         if not known_region(region):
             report("FAIL", "config: %s" % settings.error(
                 section, key, "%r is not a region phonenumbers knows" % region))

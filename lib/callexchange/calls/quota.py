@@ -1,0 +1,177 @@
+"""Per-key call counts and the admission of a call against the toll-fraud policy.
+
+`admit(config, label, number)` is the call endpoint's one gate: it refuses (ApiError 403,
+no Originate) a destination `calls.policy` refuses; `with` it around the Originate, it
+reserves a slot in the key's counts first (403 when they are full) and gives it back when
+no call was placed (Asterisk refused or was unreachable). A call whose Originate was sent
+but not confirmed keeps its slot: it may be ringing. A double click answered from the
+first call's reply never enters, so it is neither counted nor refused by the counts.
+
+The counts live in one JSON file, `[state] dir/quota/usage.json`, read and rewritten under
+an exclusive flock (so concurrent CGI processes never lose or double a count) and replaced
+atomically (temp file, fsync, rename), as the ANI counts are:
+
+    {"days": {"2024-11-27": {"acme-crm": 12}},            # today and yesterday, every key
+     "recent": {"acme-crm": [1732700000.125, ...]}}       # last 60 s, rate-limited keys
+"""
+
+import fcntl
+import json
+import os
+import time
+
+from callexchange.calls import policy
+
+KEEP_DAYS = 2   # today, and yesterday for a slot given back just after midnight
+
+
+class Slot:
+    """One reserved call: whose, on which day and when (to give exactly it back)."""
+
+    __slots__ = ("label", "day", "at")
+
+    def __init__(self, label, day, at):
+        self.label, self.day, self.at = label, day, at
+
+
+class Refused(Exception):
+    """The key's counts refuse one more call; `refusal` is the policy.Refusal."""
+
+    def __init__(self, refusal):
+        super().__init__(refusal.error)
+        self.refusal = refusal
+
+
+class CallQuota:
+    """Every key's calls today, and the last minute's of keys with a per-minute limit."""
+
+    def __init__(self, state_dir, clock=time.time):
+        self.directory = os.path.join(state_dir, "quota")
+        self.path = os.path.join(self.directory, "usage.json")
+        self.clock = clock
+
+    def _day(self, now):
+        return time.strftime("%Y-%m-%d", time.localtime(now))
+
+    def _locked(self):
+        os.makedirs(self.directory, exist_ok=True)
+        fd = os.open(os.path.join(self.directory, "usage.lock"), os.O_RDWR | os.O_CREAT, 0o660)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def _read(self):
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                state = json.load(handle)
+        except (FileNotFoundError, ValueError):
+            state = {}
+        if not isinstance(state, dict):
+            state = {}
+        days = state.get("days") if isinstance(state.get("days"), dict) else {}
+        recent = state.get("recent") if isinstance(state.get("recent"), dict) else {}
+        return {"days": days, "recent": recent}
+
+    def _write(self, state, now):
+        keep = {self._day(now - offset * 86400) for offset in range(KEEP_DAYS)}
+        state["days"] = {day: counts for day, counts in state["days"].items() if day in keep}
+        since = now - policy.WINDOW_SECONDS
+        state["recent"] = {label: kept for label, kept in
+                           ((label, [t for t in times if t > since])
+                            for label, times in state["recent"].items()) if kept}
+        temporary = self.path + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(state, handle, sort_keys=True, separators=(",", ":"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+
+    def reserve(self, label, limits):
+        """Count one call of `label` if its KeyLimits allow it: returns the Slot, or raises
+        Refused (nothing counted). Decided and counted under one lock, so N concurrent
+        requests against a limit of K place exactly min(N, K) calls."""
+        fd = self._locked()
+        try:
+            now = self.clock()
+            day = self._day(now)
+            state = self._read()
+            counts = state["days"].setdefault(day, {})
+            recent = state["recent"].get(label, [])
+            refusal = policy.check_rate(limits, recent, counts.get(label, 0), now)
+            if refusal is not None:
+                raise Refused(refusal)
+            counts[label] = counts.get(label, 0) + 1
+            if limits is not None and limits.max_calls_per_minute is not None:
+                state["recent"][label] = recent + [round(now, 6)]
+            self._write(state, now)
+            return Slot(label, day, round(now, 6))
+        finally:
+            os.close(fd)
+
+    def release(self, slot):
+        """Give back a slot whose call was never placed: on the day it was counted (not
+        "today", which may have turned), and its own minute entry."""
+        fd = self._locked()
+        try:
+            state = self._read()
+            counts = state["days"].get(slot.day, {})
+            if counts.get(slot.label, 0) > 0:
+                counts[slot.label] -= 1
+            times = state["recent"].get(slot.label, [])
+            if slot.at in times:
+                times.remove(slot.at)
+            self._write(state, self.clock())
+        finally:
+            os.close(fd)
+
+    def usage(self):
+        """{label: (calls today, calls in the last 60 s or None when not tracked)}."""
+        now = self.clock()
+        state = self._read()   # no lock: the file is replaced whole, never seen half-written
+        today = state["days"].get(self._day(now), {})
+        labels = set(today) | set(state["recent"])
+        return {label: (today.get(label, 0),
+                        sum(1 for t in state["recent"][label] if t > now - policy.WINDOW_SECONDS)
+                        if label in state["recent"] else None)
+                for label in labels}
+
+
+def admit(config, label, number, clock=time.time):
+    """The policy's verdict on calling `number` with the key `label`: raises ApiError 403
+    (naming the rule) at once when the destination is refused. Then `with` it around
+    placing the call: entering reserves a slot in the key's counts (403 when they are
+    full), leaving gives it back if the call was not placed."""
+    return Admission(config, label, number, clock)
+
+
+class Admission:
+    """The policy's verdict on one call, and its reserved slot while the call is placed."""
+
+    def __init__(self, config, label, number, clock=time.time):
+        from callexchange import keys
+        from callexchange.errors import ApiError
+
+        entry = keys.entry_for(config.auth.keys_file, label)
+        if entry is None:  # revoked since the request was authenticated
+            raise ApiError(401, "Invalid api-key")
+        regions = policy.regions_for(config.policy.allowed_regions, entry.limits)
+        refusal = policy.check_destination(
+            number, config.policy.allowed_types, regions,
+            key_regions=entry.limits.allow_regions is not None)
+        if refusal is not None:
+            raise ApiError(403, refusal.error, rule=refusal.rule)
+        self.label, self.limits = label, entry.limits
+        self.quota = CallQuota(config.state.dir, clock)
+        self.slot = None
+
+    def __enter__(self):
+        from callexchange.errors import ApiError
+        try:
+            self.slot = self.quota.reserve(self.label, self.limits)
+        except Refused as refused:
+            raise ApiError(403, refused.refusal.error, rule=refused.refusal.rule) from None
+        return self.slot
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and not getattr(error, "extra", {}).get("maybe_placed"):
+            self.quota.release(self.slot)
+        return False
