@@ -2,8 +2,8 @@
 
 import pytest
 
-from callexchange.config import (DEFAULT_PATH, ConfigError, config_from_text, config_path,
-                                 load_config, parse_ini)
+from callexchange.config import (DEFAULT_PATH, NUMBER_TYPES, ConfigError, config_from_text,
+                                 config_path, load_config, parse_ini)
 
 MINIMAL = """\
 [ami]
@@ -234,3 +234,34 @@ def test_config_path_from_the_environment():
 def test_the_secret_is_hidden_in_repr():
     config = config_from_text(MINIMAL)
     assert "s3cret" not in repr(config.ami)
+
+
+# --- [policy] ----------------------------------------------------------------------------
+
+def test_policy_defaults_allow_every_region_and_refuse_the_costly_types():
+    policy = config_from_text(MINIMAL).policy
+    assert policy.allowed_regions is None
+    assert policy.allowed_types == {"fixed_line", "mobile", "fixed_line_or_mobile",
+                                    "toll_free", "voip", "uan", "voicemail", "unknown"}
+
+
+def test_policy_lists_are_normalised():
+    policy = config_from_text(MINIMAL + "[policy]\nallowed_regions = gb, DE,\n  001\n"
+                                        "allowed_types = Mobile, PREMIUM_RATE\n").policy
+    assert policy.allowed_regions == ("GB", "DE", "001")
+    assert policy.allowed_types == {"mobile", "premium_rate"}
+    every = config_from_text(MINIMAL + "[policy]\nallowed_types = *\n").policy.allowed_types
+    assert every == set(NUMBER_TYPES) and "premium_rate" in every
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("allowed_regions = GBR", "two-letter ISO regions"),
+    ("allowed_regions = ,", "at least one region"),
+    ("allowed_types = mobile, premium", "got 'premium'"),
+    ("allowed_types = ", "at least one type"),
+])
+def test_bad_policy_values_name_their_line(line, problem):
+    text = MINIMAL + "[policy]\n" + line + "\n"
+    error = error_for(text)
+    assert error.line == len(text.splitlines())
+    assert problem in str(error)

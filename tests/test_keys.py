@@ -158,3 +158,63 @@ def test_malformed_line_names_file_and_line(path, line):
 
 def test_digest_is_sha256_hex_of_utf8():
     assert keys.digest("cl\u00e9") == hashlib.sha256("cl\u00e9".encode("utf-8")).hexdigest()
+
+
+# --- per-key limits ----------------------------------------------------------------------
+
+def test_limits_are_stored_in_a_fourth_field_and_read_back(path):
+    limits = keys.KeyLimits(("GB", "DE"), 30, 2000)
+    keys.add_key(path, "crm", "k1", limits)
+    keys.add_key(path, "plain", "k2")
+    with open(path) as handle:
+        lines = [line for line in handle.read().splitlines() if not line.startswith("#")]
+    assert lines[0].split("\t")[3] == \
+        "allow_regions=GB,DE max_calls_per_minute=30 max_calls_per_day=2000"
+    assert len(lines[1].split("\t")) == 3         # no limits: the old three-field line
+    assert [entry.limits for entry in keys.read_keys(path)] == [limits, keys.NO_LIMITS]
+    assert keys.entry_for(path, "crm").limits == limits
+    assert keys.entry_for(path, "nobody") is None
+
+
+def test_an_old_keys_file_reads_the_same(path):
+    digest = hashlib.sha256(b"k").hexdigest()
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as handle:
+        handle.write("crm\t%s\t2023-05-01T10:00:00Z\nbare\t%s\n"
+                     % (digest, hashlib.sha256(b"j").hexdigest()))
+    assert [(e.label, e.created, e.limits) for e in keys.read_keys(path)] == [
+        ("crm", "2023-05-01T10:00:00Z", keys.NO_LIMITS), ("bare", "", keys.NO_LIMITS)]
+    assert keys.find_label(path, "k") == "crm"
+    keys.add_key(path, "new", "n", keys.KeyLimits(None, None, 5))    # rewriting keeps them
+    assert keys.find_label(path, "j") == "bare"
+
+
+def test_set_limits_changes_one_key_only(path):
+    keys.add_key(path, "a", "ka", keys.KeyLimits(None, 5, None))
+    keys.add_key(path, "b", "kb")
+    keys.set_limits(path, "b", keys.KeyLimits(("FR",), None, 10))
+    assert keys.entry_for(path, "a").limits == keys.KeyLimits(None, 5, None)
+    assert keys.entry_for(path, "b").limits == keys.KeyLimits(("FR",), None, 10)
+    assert keys.find_label(path, "kb") == "b"
+    with pytest.raises(KeyError):
+        keys.set_limits(path, "nobody", keys.NO_LIMITS)
+
+
+@pytest.mark.parametrize("field, problem", [
+    ("max_calls_per_minute=0", "1 to 1000"), ("max_calls_per_minute=1001", "1 to 1000"),
+    ("max_calls_per_day=-3", "whole number"), ("max_calls_per_day=ten", "whole number"),
+    ("allow_regions=GBR", "two-letter"), ("allow_regions=*", "lists regions"),
+    ("colour=blue", "expected"), ("max_calls_per_day", "expected"),
+    ("max_calls_per_day=1 max_calls_per_day=2", "twice"),
+])
+def test_a_malformed_limits_field_names_file_and_line(path, field, problem):
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as handle:
+        handle.write("# keys\ncrm\t%s\t\t%s\n" % (hashlib.sha256(b"k").hexdigest(), field))
+    with pytest.raises(keys.KeyFileError, match="%s:2: limits: .*%s" % (path, problem)):
+        keys.read_keys(path)
+
+
+def test_limits_parse_normalises_regions():
+    assert keys.KeyLimits.parse("allow_regions=gb,de,GB").allow_regions == ("GB", "DE")
+    assert keys.KeyLimits.parse("allow_regions=001").allow_regions == ("001",)

@@ -184,7 +184,20 @@ def test_a_number_no_reading_makes_valid_is_dialled_as_sent(tmp_path, destinatio
 
 
 @pytest.mark.parametrize("destination, region", [("911", "US"), ("112", "DE"), ("999", "GB")])
-def test_emergency_numbers_are_refused(tmp_path, destination, region):
-    with pytest.raises(NotAPhoneNumber) as raised:
-        analyze(destination, region, str(tmp_path))
-    assert "emergency" in str(raised.value)
+def test_emergency_numbers_are_named_for_the_policy(tmp_path, destination, region):
+    # calls/policy.py refuses them (403); tests/calls/test_policy.py has every notation.
+    info = analyze(destination, region, str(tmp_path))
+    assert (info.service.kind, info.service.region, info.service.digits) == \
+        ("emergency", region, destination)
+
+
+def test_000_is_australias_emergency_number_not_00_and_a_digit(tmp_path):
+    info = analyze("000", "AU", str(tmp_path))
+    assert info.dial_digits == "000"
+    assert info.service.kind == "emergency"
+
+
+def test_numbers_types_are_named(carrier_cache):
+    assert analyze("+19005550100", "US", str(carrier_cache)).type_name == "premium_rate"
+    assert analyze("+4915112345678", "US", str(carrier_cache)).type_name == "mobile"
+    assert analyze("07911123456", "US", str(carrier_cache)).type_name == "unknown"

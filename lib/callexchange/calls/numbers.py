@@ -172,7 +172,9 @@ def analyze(destination, default_region, carrier_cache_dir=None):
         # country code phonenumbers guessed in front of them (07911123456 read in the US
         # is not 107911123456). What is sent as is may be a short number: say which.
         dial_digits = digits
-        service = service_number(digits, explicit, default_region)
+        typed = None if destination.strip().startswith("+") else \
+            "".join(c for c in destination if c.isdigit())
+        service = service_number(digits, default_region, typed)
     number_type = util.number_type(number) if valid else util.PhoneNumberType.UNKNOWN
     carrier = ""
     if number_type in (util.PhoneNumberType.MOBILE, util.PhoneNumberType.FIXED_LINE_OR_MOBILE,
@@ -200,15 +202,17 @@ EMERGENCY_MAX_DIGITS = 6
 _NANP_IDD = "011"
 
 
-def service_number(digits, explicit, default_region):
+def service_number(digits, default_region, typed=None):
     """The emergency or short service number that `digits` (a destination as dialled, no
-    `+` or `00`) can reach, or None. Every way a trunk might read them is tried:
+    `+` or `00`) can reach, or None. `typed`: the digits as the client wrote them when it
+    wrote no `+` (so `0011 44 112` keeps Australia's 0011). Every way a trunk might read
+    them is tried:
 
     - as dialled, in `default_region`, where an emergency number also counts as a prefix
       (phonenumbers' `connects_to_emergency_number`: some exchanges connect 9111...);
     - as a calling code and a national number (the `+`/`00` reading, also for national
-      text, since it is dialled as sent), after `011` or `default_region`'s own
-      international prefix too, with or without a trunk `0` after the calling code, in
+      text, since it is dialled as sent), and `typed` after `011` or `default_region`'s
+      own international prefix, with or without a trunk `0` after the calling code, in
       every region of that calling code;
     - as dialled, an emergency number of ANY region when short enough to be one (a
       trunk abroad would connect it).
@@ -218,7 +222,7 @@ def service_number(digits, explicit, default_region):
     """
     util = _phonenumberutil()
     from phonenumbers import shortnumberinfo
-    readings = [(default_region, digits)] + _international_readings(digits, explicit,
+    readings = [(default_region, digits)] + _international_readings(digits, typed,
                                                                     default_region, util)
     for region, national in readings:
         if shortnumberinfo.connects_to_emergency_number(national, region):
@@ -234,19 +238,20 @@ def service_number(digits, explicit, default_region):
     return None
 
 
-def _international_readings(digits, explicit, default_region, util):
-    """[(region, national digits)] of `digits` read as calling code + national number."""
+def _international_readings(digits, typed, default_region, util):
+    """[(region, national digits)] of `digits` read as calling code + national number,
+    and of `typed` after an international prefix."""
     rests = [digits]
-    if not explicit:
-        if digits.startswith(_NANP_IDD):
-            rests.append(digits[len(_NANP_IDD):])
+    if typed:
+        if typed.startswith(_NANP_IDD):
+            rests.append(typed[len(_NANP_IDD):])
         metadata = util.PhoneMetadata.metadata_for_region(default_region)
         pattern = metadata.international_prefix if metadata else None
         if pattern:
             import re
-            match = re.match(pattern, digits)
-            if match and match.end() and digits[match.end():] not in rests:
-                rests.append(digits[match.end():])
+            match = re.match(pattern, typed)
+            if match and match.end() and typed[match.end():] not in rests:
+                rests.append(typed[match.end():])
     readings = []
     for rest in rests:
         for length in (1, 2, 3):
