@@ -8,6 +8,7 @@ Layout::
     idempotency/       first replies, for Idempotency-Key replays           http.idempotency
     dedupe/            first replies, for repeated calls                    calls.endpoint
     numbers/           carrier names, sharded from phonenumbers' data        calls.numbers
+    quota/             per-key call counts (today's, the last minute's)     calls.quota
     recordings-index/  the index of the recordings archive                  recordings.index
     webhooks/          the webhook spool (Asterisk's user writes it)        webhooks.spool
 
@@ -43,6 +44,7 @@ class StateDir:
     idempotency = property(lambda self: self._part("idempotency"))
     dedupe = property(lambda self: self._part("dedupe"))
     numbers = property(lambda self: self._part("numbers"))
+    quota = property(lambda self: self._part("quota"))
     recordings_index = property(lambda self: self._part("recordings-index"))
     webhooks = property(lambda self: self._part("webhooks"))
 

@@ -3,6 +3,7 @@
 costly number types, allowed regions, and the per-minute / per-day counts."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -174,27 +175,66 @@ def test_ordinary_numbers_are_dialled(destination, region, carrier_cache):
     assert decide(destination, region, cache=str(carrier_cache)) is None
 
 
-def test_a_valid_number_never_loads_the_short_number_data(tmp_path, carrier_cache):
-    """The short-number metadata (2 MB) is read only for numbers dialled as sent."""
-    script = (
-        "import sys, json\n"
-        "sys.path.insert(0, %r)\n"
-        "from callexchange.calls import numbers\n"
-        "valid = numbers.analyze('+4915112345678', 'US', %r)\n"
-        "before = sorted(m for m in sys.modules if 'short' in m)\n"
-        "invalid = numbers.analyze('+44 999', 'US')\n"
-        "after = sorted(m for m in sys.modules if 'short' in m)\n"
-        "print(json.dumps([valid.service, before, invalid.service.kind, after]))\n"
-        % (LIB, str(carrier_cache)))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True).stdout
-    service, before, kind, after = json.loads(out)
+PROBE = """
+import sys, json
+sys.path.insert(0, %r)
+from callexchange.calls import numbers
+valid = numbers.analyze('+4915112345678', 'US', sys.argv[1])
+before = sorted(m for m in sys.modules if 'short' in m)
+invalid = numbers.analyze('+44 999', 'US', sys.argv[1])
+after = sorted(m for m in sys.modules if 'short' in m)
+print(json.dumps([valid.service, before, invalid.service.kind, after]))
+""" % LIB
+
+
+def test_the_short_number_data_is_read_only_for_numbers_dialled_as_sent(tmp_path):
+    """A valid number reads none of it; an invalid one reads the table built once from
+    phonenumbers' 244 region modules (2 MB), not the modules."""
+    cache = str(tmp_path / "numbers")
+    runs = [json.loads(subprocess.run([sys.executable, "-c", PROBE, cache],
+                                      capture_output=True, text=True, check=True).stdout)
+            for _ in range(2)]
+    (service, before, kind, built), (_, _, again, cached) = runs
     assert service is None and before == []
-    assert kind == "emergency"
-    assert "phonenumbers.shortnumberinfo" in after
-    # only the regions read: GB's (and its calling code's) plus the home region's
-    loaded = [m for m in after if m.startswith("phonenumbers.shortdata.region_")]
-    assert 1 <= len(loaded) <= 6, loaded
+    assert kind == again == "emergency"
+    assert "phonenumbers.shortnumberinfo" in built          # the first run built the table
+    assert cached == []                                     # later ones only read it
+    assert [n for n in os.listdir(cache) if n.startswith("short-")]
+
+
+def test_the_short_number_table_answers_as_phonenumbers_does():
+    """ShortNumbers' three tests against phonenumbers' shortnumberinfo, in every region,
+    on the region's own example numbers, those with digits added, and random strings."""
+    import random
+    from phonenumbers import shortnumberinfo
+    table = numbers.ShortNumbers(numbers.ShortNumbers.build())
+    generator = random.Random(10)
+    compared = 0
+    for region in short_regions():
+        metadata = short_metadata(region)
+        examples = {desc.example_number for desc in (
+            metadata.emergency, metadata.short_code, metadata.toll_free,
+            metadata.standard_rate, metadata.premium_rate, metadata.carrier_specific,
+            metadata.sms_services) if desc is not None and desc.example_number}
+        samples = set(examples) | {e + "1" for e in examples} | {"0" + e for e in examples}
+        samples |= {"".join(generator.choice("0123456789") for _ in range(length))
+                    for length in (2, 3, 3, 4, 5, 6, 8)}
+        code = util().country_code_for_region(region)
+        for digits in samples:
+            number = util().PhoneNumber(country_code=code, national_number=int(digits))
+            zeros = len(digits) - len(str(int(digits)))
+            if zeros:
+                number.italian_leading_zero = True
+                number.number_of_leading_zeros = zeros
+            assert table.is_emergency(digits, region) == \
+                shortnumberinfo.is_emergency_number(digits, region), (digits, region)
+            assert table.connects_to_emergency(digits, region) == \
+                shortnumberinfo.connects_to_emergency_number(digits, region), (digits, region)
+            assert table.is_short_number(digits, region) == \
+                shortnumberinfo.is_valid_short_number_for_region(number, region), \
+                (digits, region)
+            compared += 1
+    assert compared > 3000
 
 
 # --- costly number types -----------------------------------------------------------------

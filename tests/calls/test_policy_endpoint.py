@@ -15,7 +15,6 @@ from callexchange.calls.quota import CallQuota
 from callexchange.config import load_config
 from callexchange.http.app import create_app
 from callexchange.keys import KeyLimits
-from callexchange.sandbox.server import parse_fault
 from conftest import TEST_API_KEY, TEST_KEY_LABEL, config_text
 
 URL = "/api/v1/asteriskapi.pl"
@@ -164,20 +163,20 @@ def test_the_daily_cap(gateway):
 
 def test_a_call_asterisk_refused_gives_its_slot_back(gateway):
     app = gateway(KeyLimits(None, 1, 1))
-    app.sandbox.faults.update([parse_fault("originate-error")])
+    app.sandbox.inject("originate-error")
     app.post(call("12127773456"), status=502)
     assert app.today() == 0
-    app.sandbox.faults.clear()
+    app.sandbox.clear_faults()
     assert app.post(call("12127773457"))["status"] == "true"
     assert app.today() == 1
 
 
 def test_an_unconfirmed_originate_keeps_its_slot(gateway):
     app = gateway(KeyLimits(None, None, 1))
-    app.sandbox.faults.update([parse_fault("slow-originate=3")])   # past the 2 s timeout
+    app.sandbox.inject("slow-originate=3")   # past the 2 s timeout
     body = app.post(call("12127773456"), status=503)
     assert "may have been placed" in body["error"]
-    app.sandbox.faults.clear()
+    app.sandbox.clear_faults()
     assert_refused(app.post(call("12127773457"), status=403), "daily_cap", "12127773457")
     assert app.today() == 1
 

@@ -76,12 +76,12 @@ def check_destination(number, allowed_types, allowed_regions, key_regions=False)
     """
     service = number.service
     if service is not None and service.kind == "emergency":
-        return Refusal("emergency", "destination %s is an emergency number in %s; the gateway "
-                                    "never dials emergency services"
+        return Refusal("emergency", "destination %s dials an emergency number in %s; the "
+                                    "gateway never dials emergency services"
                        % (service.digits, service.region))
     if service is not None:
-        return Refusal("short_number", "destination %s is a short service number in %s; "
-                                       "the gateway dials only full phone numbers"
+        return Refusal("short_number", "destination %s dials a short service number in "
+                                       "%s; the gateway dials only full phone numbers"
                        % (service.digits, service.region))
     if allowed_regions is not None and number.region not in allowed_regions:
         # Strict: GB does not cover GG, JE or IM (nor US the rest of +1, JM, DO...): the

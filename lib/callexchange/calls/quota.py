@@ -9,7 +9,7 @@ first call's reply never enters, so it is neither counted nor refused by the cou
 
 The counts live in one JSON file, `[state] dir/quota/usage.json`, read and rewritten under
 an exclusive flock (so concurrent CGI processes never lose or double a count) and replaced
-atomically (temp file, fsync, rename), as the ANI counts are:
+atomically (`statedir.atomic_write`), as the ANI counts are:
 
     {"days": {"2024-11-27": {"acme-crm": 12}},            # today and yesterday, every key
      "recent": {"acme-crm": [1732700000.125, ...]}}       # last 60 s, rate-limited keys
@@ -21,6 +21,7 @@ import os
 import time
 
 from callexchange.calls import policy
+from callexchange.statedir import StateDir, atomic_write, owner_for
 
 KEEP_DAYS = 2   # today, and yesterday for a slot given back just after midnight
 
@@ -46,7 +47,7 @@ class CallQuota:
     """Every key's calls today, and the last minute's of keys with a per-minute limit."""
 
     def __init__(self, state_dir, clock=time.time):
-        self.directory = os.path.join(state_dir, "quota")
+        self.directory = StateDir(state_dir).quota
         self.path = os.path.join(self.directory, "usage.json")
         self.clock = clock
 
@@ -78,12 +79,8 @@ class CallQuota:
         state["recent"] = {label: kept for label, kept in
                            ((label, [t for t in times if t > since])
                             for label, times in state["recent"].items()) if kept}
-        temporary = self.path + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(state, handle, sort_keys=True, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        atomic_write(self.path, json.dumps(state, sort_keys=True, separators=(",", ":")),
+                     owner=owner_for(self.directory))
 
     def reserve(self, label, limits):
         """Count one call of `label` if its KeyLimits allow it: returns the Slot, or raises
