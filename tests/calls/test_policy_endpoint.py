@@ -15,7 +15,7 @@ from callexchange.calls.quota import CallQuota
 from callexchange.config import load_config
 from callexchange.http.app import create_app
 from callexchange.keys import KeyLimits
-from conftest import TEST_API_KEY, TEST_KEY_LABEL, config_text
+from testconfig import TEST_API_KEY, TEST_KEY_LABEL, config_text
 
 URL = "/api/v1/asteriskapi.pl"
 
