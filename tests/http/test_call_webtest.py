@@ -886,8 +886,8 @@ def test_openapi_describes_both_urls_all_statuses_and_both_webhooks():
                  "/recorded/v1/find_phone_files.pl", "/recorded/v1/find_phone_files"):
         assert path in doc["paths"]
     responses = doc["components"]["pathItems"]["IssueCall"]["post"]["responses"]
-    assert set(responses) == {"200", "204", "400", "401", "405", "413", "422", "500",
-                              "502", "503"}
+    assert set(responses) == {"200", "204", "400", "401", "403", "405", "413", "422",
+                              "500", "502", "503"}
     assert set(doc["components"]["pathItems"]["FindPhoneFiles"]) == {"get", "post"}
     assert doc["components"]["securitySchemes"]["apiKey"] == {
         **doc["components"]["securitySchemes"]["apiKey"],

@@ -379,7 +379,7 @@ def _finite_language(pattern, limit=10000):
 
     >>> _finite_language("1(?:1[02]|28)|911")
     ['110', '112', '128', '911']
-    >>> _finite_language("1\\d+") is None
+    >>> _finite_language("1[0-9]+") is None      # unbounded
     True
     """
     try:
