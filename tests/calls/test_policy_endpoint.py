@@ -49,7 +49,12 @@ class Gateway:
         return self.sandbox.actions_named("Originate")
 
     def today(self):
-        return CallQuota(self.config.state.dir).usage().get(TEST_KEY_LABEL, (0, None))[0]
+        usage = CallQuota(self.config.state.dir).usage()
+        return usage[TEST_KEY_LABEL].today if TEST_KEY_LABEL in usage else 0
+
+    def refused(self):
+        usage = CallQuota(self.config.state.dir).usage()
+        return usage[TEST_KEY_LABEL].refused if TEST_KEY_LABEL in usage else {}
 
 
 @pytest.fixture
@@ -90,6 +95,7 @@ def test_emergency_numbers_are_a_403_and_nothing_reaches_asterisk(gateway, desti
     assert_refused(body, "emergency", destination)
     assert app.sandbox.actions == []          # not even an AMI login
     assert app.today() == 0
+    assert app.refused() == {"emergency": 1}
 
 
 def test_a_short_service_number_is_a_403(gateway):
@@ -195,7 +201,7 @@ def test_a_keys_file_without_limits_still_works_and_is_counted(gateway, tmp_path
     with open(app.config.auth.keys_file, "a") as handle:
         handle.write("legacy\t%s\t2023-01-01T00:00:00Z\n" % digest)
     assert app.post(call(), key="legacy-key")["status"] == "true"
-    assert CallQuota(app.config.state.dir).usage()["legacy"] == (1, None)
+    assert CallQuota(app.config.state.dir).usage()["legacy"].today == 1
 
 
 def test_concurrent_requests_place_exactly_the_limit(gateway):
@@ -217,6 +223,7 @@ def test_concurrent_requests_place_exactly_the_limit(gateway):
     assert sorted(statuses) == [(200, "")] * 5 + [(403, "Refused by policy (rate_limit)")] * 7
     assert len(app.originates()) == 5
     assert app.today() == 5
+    assert app.refused() == {"rate_limit": 7}
 
 
 # --- JSON-RPC ----------------------------------------------------------------------------

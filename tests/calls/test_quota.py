@@ -10,7 +10,7 @@ import time
 import pytest
 from paths import LIB
 
-from callexchange.calls.quota import CallQuota, Refused
+from callexchange.calls.quota import CallQuota, Refused, Usage
 from callexchange.keys import NO_LIMITS, KeyLimits
 
 NOON = time.mktime((2024, 11, 27, 12, 0, 0, 0, 0, -1))   # local time, as the day is
@@ -38,7 +38,7 @@ def test_every_keys_calls_are_counted_even_without_limits(quota):
     for _ in range(3):
         quota.reserve("acme", NO_LIMITS)
     quota.reserve("other", NO_LIMITS)
-    assert quota.usage() == {"acme": (3, None), "other": (1, None)}
+    assert quota.usage() == {"acme": Usage(3), "other": Usage(1)}
 
 
 def test_a_refused_call_is_not_counted(quota):
@@ -48,7 +48,7 @@ def test_a_refused_call_is_not_counted(quota):
     with pytest.raises(Refused) as refused:
         quota.reserve("acme", limits)
     assert refused.value.refusal.rule == "daily_cap"
-    assert quota.usage()["acme"] == (2, None)
+    assert quota.usage()["acme"] == Usage(2, None, {"daily_cap": 1})
 
 
 def test_the_minute_slides_with_the_clock(quota, clock):
@@ -60,10 +60,10 @@ def test_the_minute_slides_with_the_clock(quota, clock):
     with pytest.raises(Refused) as refused:
         quota.reserve("acme", limits)
     assert refused.value.refusal.rule == "rate_limit"
-    assert quota.usage()["acme"] == (2, 2)
+    assert quota.usage()["acme"] == Usage(2, 2, {"rate_limit": 1})
     clock.now += 0.2                     # the first call is now 60.1 s old
     quota.reserve("acme", limits)
-    assert quota.usage()["acme"] == (3, 2)
+    assert quota.usage()["acme"] == Usage(3, 2, {"rate_limit": 1})
 
 
 def test_a_released_slot_frees_the_minute_and_the_day(quota):
@@ -72,7 +72,7 @@ def test_a_released_slot_frees_the_minute_and_the_day(quota):
     with pytest.raises(Refused):
         quota.reserve("acme", limits)
     quota.release(slot)
-    assert quota.usage()["acme"] == (0, None)   # no call in the last minute left
+    assert quota.usage()["acme"] == Usage(0, None, {"rate_limit": 1})  # none left in the minute
     quota.reserve("acme", limits)
 
 
@@ -82,7 +82,7 @@ def test_a_slot_given_back_after_midnight_leaves_the_new_day_alone(quota, clock)
     clock.now += 2                        # 00:00:01 the next day
     quota.reserve("acme", NO_LIMITS)
     quota.release(late)                   # the refused call of yesterday
-    assert quota.usage()["acme"] == (1, None)   # today's call still counted
+    assert quota.usage()["acme"] == Usage(1)   # today's call still counted
     with open(quota.path) as handle:
         days = json.load(handle)["days"]
     assert days == {"2024-11-27": {"acme": 0}, "2024-11-28": {"acme": 1}}
@@ -105,13 +105,13 @@ def test_a_missing_or_broken_counts_file_starts_from_zero(quota):
         handle.write("{not json")
     assert quota.usage() == {}
     quota.reserve("acme", NO_LIMITS)
-    assert quota.usage() == {"acme": (1, None)}
+    assert quota.usage() == {"acme": Usage(1)}
 
 
 WORKER = """
 import json, sys
 sys.path.insert(0, {lib!r})
-from callexchange.calls.quota import CallQuota, Refused
+from callexchange.calls.quota import CallQuota, Refused, Usage
 from callexchange.keys import KeyLimits
 state, now, attempts, minute, day, give_back = sys.argv[1:7]
 quota = CallQuota(state, lambda: float(now))
@@ -154,17 +154,31 @@ def run_workers(tmp_path, processes, attempts, minute=0, day=0, give_back=False)
 def test_the_per_minute_limit_is_exact_under_concurrent_processes(tmp_path):
     (placed, refused, _), usage = run_workers(tmp_path, processes=16, attempts=10, minute=30)
     assert (placed, refused) == (30, 130)
-    assert usage == (30, 30)
+    assert usage == Usage(30, 30, {"rate_limit": 130})
 
 
 def test_the_daily_cap_is_exact_under_concurrent_processes(tmp_path):
     (placed, refused, _), usage = run_workers(tmp_path, processes=16, attempts=10, day=50)
     assert (placed, refused) == (50, 110)
-    assert usage == (50, None)
+    assert usage == Usage(50, None, {"daily_cap": 110})
 
 
 def test_counts_stay_exact_when_slots_are_given_back_concurrently(tmp_path):
     (placed, refused, returned), usage = run_workers(tmp_path, processes=12, attempts=10,
                                                      give_back=True)
     assert (placed, refused, returned) == (120, 0, 60)
-    assert usage == (60, None)
+    assert usage == Usage(60)
+
+
+def test_refusals_are_counted_by_rule_for_today(quota, clock):
+    quota.record_refusal("acme", "emergency")
+    quota.record_refusal("acme", "emergency")
+    quota.record_refusal("acme", "region")
+    limits = KeyLimits(None, None, 1)
+    quota.reserve("acme", limits)
+    with pytest.raises(Refused):
+        quota.reserve("acme", limits)
+    assert quota.usage()["acme"] == Usage(1, None, {"emergency": 2, "region": 1,
+                                                    "daily_cap": 1})
+    clock.now += 86400
+    assert quota.usage() == {}     # a new day: nothing yet

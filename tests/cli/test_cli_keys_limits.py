@@ -87,20 +87,26 @@ def test_keys_list_shows_limits_and_todays_use(tmp_path):
     for _ in range(3):
         quota.reserve("acme", stored(tmp_path, "acme"))
     quota.reserve("legacy", keys.NO_LIMITS)
+    quota.record_refusal("legacy", "emergency")
+    quota.record_refusal("legacy", "number_type")
+    quota.record_refusal("legacy", "emergency")
     result = run(config, "keys", "list")
     assert result.returncode == 0, result.stderr
-    header, acme, legacy = result.stdout.splitlines()
+    header, acme, legacy, title, detail = result.stdout.splitlines()
     assert header.split() == ["LABEL", "CREATED", "SHA-256", "PER", "MIN", "PER", "DAY",
-                              "TODAY", "LAST", "MIN", "REGIONS"]
-    assert acme.split()[0] == "acme" and acme.split()[3:] == ["30", "2000", "3", "3", "GB,DE"]
-    assert legacy.split()[3:] == ["-", "-", "1", "-", "policy:", "US,CA"]
+                              "TODAY", "LAST", "MIN", "REFUSED", "REGIONS"]
+    assert acme.split()[0] == "acme"
+    assert acme.split()[3:] == ["30", "2000", "3", "3", "0", "GB,DE"]
+    assert legacy.split()[3:] == ["-", "-", "1", "-", "3", "policy:", "US,CA"]
+    assert title.startswith("refused today, by rule")
+    assert detail.strip() == "legacy: emergency 2, number_type 1"
 
 
 def test_keys_list_of_a_key_never_used(tmp_path):
     config = write_config(tmp_path)
     run(config, "keys", "add", "--label", "idle", "--max-calls-per-minute", "5")
     line = run(config, "keys", "list").stdout.splitlines()[1]
-    assert line.split()[3:] == ["5", "-", "0", "0", "policy:", "*"]
+    assert line.split()[3:] == ["5", "-", "0", "0", "0", "policy:", "*"]
 
 
 def test_check_fails_on_a_policy_region_phonenumbers_does_not_know(tmp_path):

@@ -12,7 +12,11 @@ an exclusive flock (so concurrent CGI processes never lose or double a count) an
 atomically (`statedir.atomic_write`), as the ANI counts are:
 
     {"days": {"2024-11-27": {"acme-crm": 12}},            # today and yesterday, every key
-     "recent": {"acme-crm": [1732700000.125, ...]}}       # last 60 s, rate-limited keys
+     "recent": {"acme-crm": [1732700000.125, ...]},       # last 60 s, rate-limited keys
+     "refused": {"2024-11-27": {"acme-crm": {"emergency": 1}}}}   # refusals by rule
+
+Refusals are counted too (not fsynced: a lost one costs nothing), so `keys list` shows a
+key probing what it may not dial: the first sign of a leaked key.
 """
 
 import fcntl
@@ -24,6 +28,23 @@ from callexchange.calls import policy
 from callexchange.statedir import StateDir, atomic_write, owner_for
 
 KEEP_DAYS = 2   # today, and yesterday for a slot given back just after midnight
+
+
+class Usage:
+    """One key's counts: `today` (calls), `last_minute` (None where not tracked: keys
+    without a per-minute limit) and `refused` ({rule: refusals today})."""
+
+    __slots__ = ("today", "last_minute", "refused")
+
+    def __init__(self, today=0, last_minute=None, refused=None):
+        self.today, self.last_minute, self.refused = today, last_minute, refused or {}
+
+    def __eq__(self, other):
+        return isinstance(other, Usage) and (self.today, self.last_minute, self.refused) == \
+            (other.today, other.last_minute, other.refused)
+
+    def __repr__(self):
+        return "Usage(%r, %r, %r)" % (self.today, self.last_minute, self.refused)
 
 
 class Slot:
@@ -68,19 +89,36 @@ class CallQuota:
             state = {}
         if not isinstance(state, dict):
             state = {}
-        days = state.get("days") if isinstance(state.get("days"), dict) else {}
-        recent = state.get("recent") if isinstance(state.get("recent"), dict) else {}
-        return {"days": days, "recent": recent}
+        return {part: state[part] if isinstance(state.get(part), dict) else {}
+                for part in ("days", "recent", "refused")}
 
-    def _write(self, state, now):
+    def _write(self, state, now, durable=True):
         keep = {self._day(now - offset * 86400) for offset in range(KEEP_DAYS)}
-        state["days"] = {day: counts for day, counts in state["days"].items() if day in keep}
+        for part in ("days", "refused"):
+            state[part] = {day: counts for day, counts in state[part].items() if day in keep}
         since = now - policy.WINDOW_SECONDS
         state["recent"] = {label: kept for label, kept in
                            ((label, [t for t in times if t > since])
                             for label, times in state["recent"].items()) if kept}
         atomic_write(self.path, json.dumps(state, sort_keys=True, separators=(",", ":")),
-                     owner=owner_for(self.directory))
+                     owner=owner_for(self.directory), durable=durable)
+
+    @staticmethod
+    def _count_refusal(state, day, label, rule):
+        rules = state["refused"].setdefault(day, {}).setdefault(label, {})
+        rules[rule] = rules.get(rule, 0) + 1
+
+    def record_refusal(self, label, rule):
+        """Count one refusal of `label`'s call by `rule` (a destination rule: the counts'
+        own refusals are counted by reserve)."""
+        fd = self._locked()
+        try:
+            now = self.clock()
+            state = self._read()
+            self._count_refusal(state, self._day(now), label, rule)
+            self._write(state, now, durable=False)
+        finally:
+            os.close(fd)
 
     def reserve(self, label, limits):
         """Count one call of `label` if its KeyLimits allow it: returns the Slot, or raises
@@ -95,6 +133,8 @@ class CallQuota:
             recent = state["recent"].get(label, [])
             refusal = policy.check_rate(limits, recent, counts.get(label, 0), now)
             if refusal is not None:
+                self._count_refusal(state, day, label, refusal.rule)
+                self._write(state, now, durable=False)
                 raise Refused(refusal)
             counts[label] = counts.get(label, 0) + 1
             if limits is not None and limits.max_calls_per_minute is not None:
@@ -121,15 +161,18 @@ class CallQuota:
             os.close(fd)
 
     def usage(self):
-        """{label: (calls today, calls in the last 60 s or None when not tracked)}."""
+        """{label: Usage} of every key counted today."""
         now = self.clock()
         state = self._read()   # no lock: the file is replaced whole, never seen half-written
-        today = state["days"].get(self._day(now), {})
-        labels = set(today) | set(state["recent"])
-        return {label: (today.get(label, 0),
-                        sum(1 for t in state["recent"][label] if t > now - policy.WINDOW_SECONDS)
-                        if label in state["recent"] else None)
-                for label in labels}
+        day = self._day(now)
+        today = state["days"].get(day, {})
+        refused = state["refused"].get(day, {})
+        since = now - policy.WINDOW_SECONDS
+        return {label: Usage(today.get(label, 0),
+                             sum(1 for t in state["recent"][label] if t > since)
+                             if label in state["recent"] else None,
+                             dict(refused.get(label, {})))
+                for label in set(today) | set(state["recent"]) | set(refused)}
 
 
 def admit(config, label, number, clock=time.time):
@@ -154,11 +197,12 @@ class Admission:
         refusal = policy.check_destination(
             number, config.policy.allowed_types, regions,
             key_regions=entry.limits.allow_regions is not None)
-        if refusal is not None:
-            raise ApiError(403, refusal.error, rule=refusal.rule)
         self.label, self.limits = label, entry.limits
         self.quota = CallQuota(config.state.dir, clock)
         self.slot = None
+        if refusal is not None:
+            self.quota.record_refusal(label, refusal.rule)
+            raise ApiError(403, refusal.error, rule=refusal.rule)
 
     def __enter__(self):
         from callexchange.errors import ApiError

@@ -118,7 +118,7 @@ def keys_list(args):
         print("no keys in %s (add one: callexchange keys add --label NAME)"
               % settings.auth.keys_file)
         return 0
-    from callexchange.calls.quota import CallQuota
+    from callexchange.calls.quota import CallQuota, Usage
     try:
         usage = CallQuota(settings.state.dir).usage()
     except OSError as error:
@@ -127,12 +127,14 @@ def keys_list(args):
               file=sys.stderr)
         usage = {}
     policy_regions = settings.policy.allowed_regions
-    row = "%-24s %-20s %-12s %7s %8s %6s %8s  %s"
+    row = "%-24s %-20s %-12s %7s %8s %6s %8s %7s  %s"
     print(row % ("LABEL", "CREATED", "SHA-256", "PER MIN", "PER DAY", "TODAY", "LAST MIN",
-                 "REGIONS"))
+                 "REFUSED", "REGIONS"))
+    refusals = []
     for entry in entries:
         limits = entry.limits
-        today, last_minute = usage.get(entry.label, (0, None))
+        used = usage.get(entry.label, Usage())
+        last_minute = used.last_minute
         if last_minute is None and limits.max_calls_per_minute is not None:
             last_minute = 0     # counted, none in the last 60 s
         if limits.allow_regions is not None:
@@ -141,7 +143,14 @@ def keys_list(args):
             regions = "policy: %s" % (",".join(policy_regions) if policy_regions else "*")
         print(row % (entry.label, entry.created, entry.digest[:12],
                      _or_dash(limits.max_calls_per_minute), _or_dash(limits.max_calls_per_day),
-                     today, _or_dash(last_minute), regions))
+                     used.today, _or_dash(last_minute), sum(used.refused.values()), regions))
+        if used.refused:
+            refusals.append("%s: %s" % (entry.label, ", ".join(
+                "%s %d" % (rule, used.refused[rule]) for rule in sorted(used.refused))))
+    if refusals:
+        print("refused today, by rule (a key dialling what it may not may have leaked):")
+        for line in refusals:
+            print("  " + line)
     return 0
 
 
