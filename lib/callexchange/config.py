@@ -135,6 +135,31 @@ def _template(*placeholders, variable_safe=False):
     return check
 
 
+def _message_from(value):
+    """The From of the agent's text message (MessageSend): a SIP URI with a user and a
+    host, optionally after a display name (`"CallExchange" <sip:callexchange@pbx.lan>`);
+    empty leaves Asterisk's own From (the softphone then shows the message as sent by
+    itself)."""
+    if not value:
+        return value
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError("must not contain control characters")
+    uri = value
+    if "<" in value or ">" in value:
+        name, _, uri = value.rstrip().partition("<")
+        if not uri.endswith(">") or ">" in name or ">" in uri[:-1]:
+            raise ValueError("must be a SIP URI, optionally as 'Name <sip:user@host>', "
+                             "got %r" % value)
+        uri = uri[:-1]
+    scheme, colon, rest = uri.partition(":")
+    user, at, host = rest.partition("@")
+    if (scheme.lower() not in ("sip", "sips") or not colon or not user or not at
+            or not host or any(c in rest for c in ' "<>')):
+        raise ValueError("must be a SIP URI such as sip:callexchange@pbx.example.com, "
+                         "optionally after a display name, got %r" % value)
+    return value
+
+
 def _url(value):
     if value and not (value.startswith("http://") or value.startswith("https://")):
         raise ValueError("must start with http:// or https://, got %r" % value)
@@ -273,6 +298,7 @@ SCHEMA = {
         "outbound_context": (_word, "callexchange-outbound"),
         "agent_context": (_word, "callexchange-agent"),
         "message_to": (_template("extension"), "pjsip:{extension}"),
+        "message_from": (_message_from, '"CallExchange" <sip:callexchange@localhost>'),
         "ring_timeout": (_whole(1, 600), "30"),
         "default_region": (_region, "US"),
         "dedupe_seconds": (_whole(0, 3600), "5"),

@@ -162,7 +162,6 @@ def test_msg_reaches_the_agents_softphone_as_a_sip_message(pbx, calls):
     assert message["headers"]["content-type"].startswith("text/plain")
 
 
-@pytest.mark.xfail(strict=True, reason="D9 pending")
 @pytest.mark.usefixtures("calls")
 def test_msg_comes_from_callexchange_not_from_the_agent_itself(pbx):
     text = CASES["agent_first-msg"].params["msg"]

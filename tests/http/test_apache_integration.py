@@ -347,6 +347,11 @@ def test_unreachable_ami_is_503_within_the_connect_timeout(gateway):
     assert reply["status"].startswith("503") and reply["icon"] == "error"
     assert reply["message"] == "We fail on making a call. caller : 2001, callee : 12127773456"
     assert elapsed < CONNECT_TIMEOUT + AMI_TIMEOUT + CGI_SLACK
+    # The operator finds it in Apache's error.log (the CGI's stderr), never the secret.
+    logged = [line for line in gateway.apache.error_log().splitlines()
+              if "extension 2001, destination 12127773456): 503 cannot connect" in line]
+    assert logged, gateway.explain(response)
+    assert AMI_SECRET not in gateway.apache.error_log()
 
 
 def test_silent_ami_is_503_within_connect_timeout_plus_timeout(gateway):

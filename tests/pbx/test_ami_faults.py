@@ -96,7 +96,7 @@ def action_names(sandbox):
 def test_place_call_logs_in_originates_sends_the_message_and_logs_off():
     with pbx() as sandbox:
         result, elapsed = place(sandbox, MESSAGE)
-    assert result == {"msg_sent": True}
+    assert result == {"msg_sent": True, "msg_error": None}
     assert elapsed < TIMEOUT
     assert action_names(sandbox) == ["Login", "Originate", "MessageSend", "Logoff"]
     assert sandbox.actions[0]["Events"] == "off"
@@ -105,7 +105,7 @@ def test_place_call_logs_in_originates_sends_the_message_and_logs_off():
 def test_place_call_without_message_reports_msg_sent_none():
     with pbx() as sandbox:
         result, _ = place(sandbox)
-    assert result == {"msg_sent": None}
+    assert result == {"msg_sent": None, "msg_error": None}
     assert action_names(sandbox) == ["Login", "Originate", "Logoff"]
 
 
@@ -277,7 +277,7 @@ def test_originate_refused_is_502_with_asterisks_message(message):
 def test_event_with_chanvariable_headers_before_the_reply_does_not_break_the_call():
     with pbx("chanvariable-event") as sandbox:
         result, elapsed = place(sandbox, MESSAGE)
-    assert result == {"msg_sent": True}
+    assert result == {"msg_sent": True, "msg_error": None}
     assert elapsed < TIMEOUT
     assert action_names(sandbox) == ["Login", "Originate", "MessageSend", "Logoff"]
 
@@ -285,7 +285,7 @@ def test_event_with_chanvariable_headers_before_the_reply_does_not_break_the_cal
 def test_event_with_status_will_follow_before_the_reply_does_not_break_the_call():
     with pbx("status-will-follow-event") as sandbox:
         result, elapsed = place(sandbox, MESSAGE)
-    assert result == {"msg_sent": True}
+    assert result == {"msg_sent": True, "msg_error": None}
     assert elapsed < TIMEOUT
     assert action_names(sandbox) == ["Login", "Originate", "MessageSend", "Logoff"]
 
@@ -310,14 +310,16 @@ def test_interleaved_events_and_foreign_replies_are_skipped_until_our_action_id(
 def test_messagesend_refused_after_the_originate_keeps_the_call():
     with pbx("messagesend-error") as sandbox:
         result, elapsed = place(sandbox, MESSAGE)
-    assert result == {"msg_sent": False}
+    assert result == {"msg_sent": False,
+                      "msg_error": "MessageSend refused by Asterisk: Message failed to send."}
     assert action_names(sandbox) == ["Login", "Originate", "MessageSend", "Logoff"]
 
 
 def test_messagesend_timeout_after_the_originate_keeps_the_call_within_the_deadline():
     with pbx("slow-messagesend=3") as sandbox:
         result, elapsed = place(sandbox, MESSAGE)
-    assert result == {"msg_sent": False}
+    assert result["msg_sent"] is False
+    assert result["msg_error"].startswith("Asterisk AMI did not answer in time")
     assert elapsed <= BUDGET
     assert action_names(sandbox) == ["Login", "Originate", "MessageSend"]
 

@@ -107,13 +107,16 @@ def _check_crm_id(value):
     return value
 
 
-def issue_call(config, params, api_key, protect_double_click=True, not_after=None):
+def issue_call(config, params, api_key, protect_double_click=True, not_after=None,
+               log=None):
     """Place one call for `params` (names already normalised). Returns (status, body,
     placed); `placed` is also True when Asterisk may have placed it without confirming.
-    `not_after`: the time.monotonic() by which the whole HTTP request must be answered."""
+    `not_after`: the time.monotonic() by which the whole HTTP request must be answered.
+    `log(text)`: where a PBX-side failure (502, 503, a failed MessageSend) is written
+    for the operator, one line each (Apache's error.log: the WSGI `wsgi.errors`)."""
     try:
         try:
-            return _issue_call(config, params, api_key, protect_double_click, not_after)
+            return _issue_call(config, params, api_key, protect_double_click, not_after, log)
         except OSError as error:  # the state dir: ANI counts, replay store, carrier shards
             raise ApiError(500, "Server error: cannot use the state dir %s ([state] dir): %s"
                            % (config.state.dir, error.strerror or error)) from None
@@ -121,7 +124,7 @@ def issue_call(config, params, api_key, protect_double_click=True, not_after=Non
         return error.status, error_reply(error, params), bool(error.extra.get("maybe_placed"))
 
 
-def _issue_call(config, params, api_key, protect_double_click, not_after):
+def _issue_call(config, params, api_key, protect_double_click, not_after, log):
     missing = [name for name, value in (("api-key", api_key),
                                         ("extension", params.get("extension")),
                                         ("destination", params.get("destination")))
@@ -153,7 +156,7 @@ def _issue_call(config, params, api_key, protect_double_click, not_after):
     def place():
         with admission:
             return _place(config, extension, number, pitch, dialer_mode, msg, crm_id,
-                          not_after)
+                          not_after, log)
 
     if not protect_double_click or config.dial.dedupe_seconds <= 0:
         status, body = place()
@@ -174,7 +177,16 @@ def _issue_call(config, params, api_key, protect_double_click, not_after):
     return status, body, True
 
 
-def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after=None):
+def log_call_failure(log, uniqueid, extension, destination, what):
+    """One line for the operator's error log about call `uniqueid`: who was to be
+    called and what failed (AMI texts never hold the secret; no key or message text)."""
+    if log is not None:
+        log("callexchange: call %s (extension %s, destination %s): %s\n"
+            % (uniqueid, extension, destination, what))
+
+
+def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after=None,
+           log=None):
     from callexchange.pbx import ami
 
     ledger = ani.AniLedger(config.state.dir)
@@ -209,10 +221,13 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
                          hangup_handler=AGENT_UNANSWERED_HANDLER)
     originate.update(channel=without_optimisation(originate["channel"]), priority=1,
                      variables=variables, channel_id=uniqueid)
-    message = (config.dial.message_to.format(extension=extension), msg) if msg else None
+    message_to = config.dial.message_to.format(extension=extension)
+    message = (message_to, msg, config.dial.message_from) if msg else None
     try:
         outcome = ami.place_call(config.ami, originate, message=message, not_after=not_after)
     except ami.AmiError as error:
+        log_call_failure(log, uniqueid, extension, number.dial_digits, "%d %s" % (
+            error.http_status, error.detail))
         if getattr(error, "originate_sent", False):
             # The Originate left but Asterisk never confirmed it: the call may be ringing.
             # Keep the caller ID's count, and let the reply be replayed to a retry.
@@ -239,4 +254,8 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
         body["crm_id"] = crm_id
     if msg:
         body["msg_sent"] = "true" if outcome.get("msg_sent") else "false"
+        if not outcome.get("msg_sent"):
+            log_call_failure(log, uniqueid, extension, number.dial_digits,
+                             "the call was placed, but the MessageSend to %s failed: %s"
+                             % (message_to, outcome.get("msg_error")))
     return 200, body

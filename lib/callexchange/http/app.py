@@ -110,7 +110,7 @@ class Application:
 
         def one_call(params, protect):
             return issue_call(self.config, params, api_key_from(params, header_key), protect,
-                              not_after)
+                              not_after, log=environ["wsgi.errors"].write)
 
         def handle():
             try:

@@ -456,21 +456,21 @@ def ping(ami_settings):
 
 def place_call(ami_settings, originate_kwargs, message=None, not_after=None):
     """The whole AMI exchange of one API call: connect, Login, Originate (the keyword
-    arguments of `originate`), then, if `message` is a (to, body) pair, MessageSend;
-    Logoff; close. Everything within connect_timeout + timeout of `ami_settings`, and
-    before `not_after` (a time.monotonic()) when given.
+    arguments of `originate`), then, if `message` is a (to, body) or (to, body, from)
+    tuple, MessageSend; Logoff; close. Everything within connect_timeout + timeout of
+    `ami_settings`, and before `not_after` (a time.monotonic()) when given.
 
-    Returns {"msg_sent": True | False | None} (None: no message asked). Once the Originate
-    has been accepted, a failing or timed-out MessageSend only gives msg_sent False: the
-    call is placed. Raises AmiUnavailable / AmiRejected when the call could not be placed
-    (or, on timeout after sending the Originate, may have been), ValueError on invalid
-    input before connecting.
+    Returns {"msg_sent": True | False | None, "msg_error": None | text} (msg_sent None:
+    no message asked; msg_error: why it was not sent). Once the Originate has been
+    accepted, a failing or timed-out MessageSend only gives msg_sent False: the call is
+    placed. Raises AmiUnavailable / AmiRejected when the call could not be placed (or, on
+    timeout after sending the Originate, may have been), ValueError on invalid input
+    before connecting.
     """
     fields = originate_fields(**originate_kwargs)
     text = None
     if message is not None:
-        to, body = message
-        text = message_fields(to, body)
+        text = message_fields(*message)
     if not_after is not None and not_after - time.monotonic() <= 0:
         raise AmiUnavailable("no time left for this call: the request's deadline "
                              "(connect_timeout + timeout) has passed")
@@ -483,11 +483,11 @@ def place_call(ami_settings, originate_kwargs, message=None, not_after=None):
             # treat this as "not placed" (no retry that could dial the lead twice).
             error.originate_sent = True
             raise
-        msg_sent = None
+        msg_sent, msg_error = None, None
         if text is not None:
             try:
                 session.action("MessageSend", text)
                 msg_sent = True
-            except AmiError:
-                msg_sent = False
-    return {"msg_sent": msg_sent}
+            except AmiError as error:
+                msg_sent, msg_error = False, error.detail
+    return {"msg_sent": msg_sent, "msg_error": msg_error}
