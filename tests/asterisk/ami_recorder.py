@@ -460,13 +460,16 @@ def originate_response_broadcast(rec):
 @case("as_the_gateway", "The gateway's whole exchange for a call with msg: Login (Events: "
       "off), Originate, MessageSend, Logoff (pbx.ami.place_call).")
 def as_the_gateway(rec):
-    fields, uniqueid, (to, body) = rec.gateway_originate(harness.SIPP_AGENT, lead("2", 11),
-                                                         False, msg="Lead 7 calls")
+    from callexchange.pbx import ami
+
+    fields, uniqueid, message = rec.gateway_originate(harness.SIPP_AGENT, lead("2", 11),
+                                                      False, msg="Lead 7 calls")
     rec.facts["uniqueids"] = [uniqueid]
     session = rec.session()
     rec.login(session)
     rec.reply(session, rec.send(session, "Originate", fields))
-    rec.reply(session, rec.send(session, "MessageSend", [("To", to), ("Body", body)]))
+    # The MessageSend fields the gateway sends (To, From, Body).
+    rec.reply(session, rec.send(session, "MessageSend", ami.message_fields(*message)))
     rec.logoff(session)
 
 
