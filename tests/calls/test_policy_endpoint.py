@@ -41,7 +41,12 @@ class Gateway:
     def post(self, body, status=200, key=TEST_API_KEY):
         response = self.app.post(URL, params=json.dumps(body).encode(),
                                  headers={"api-key": key}, content_type="application/json",
-                                 status=status)
+                                 status=status, expect_errors=True)
+        assert response.status_int == status, response.text
+        # Only the operator's line about a PBX-side failure may be logged (502, 503:
+        # tests/calls/test_call_error_log.py).
+        assert all(line.startswith("callexchange: call ")
+                   for line in response.errors.splitlines()), response.errors
         assert response.headers["Content-Type"] == "application/json; charset=utf-8"
         return response.json
 
