@@ -31,7 +31,7 @@ umask 022
 PREFIX=/opt/callexchange
 APP=$PREFIX/app                         # lib/ cgi-bin/ agi-bin/ apache/ bin/ asterisk/ systemd/ docs/
 VENV=$PREFIX/venv                       # requirements(-runtime).txt, pinned
-DEMO_DIR=$PREFIX/demo                   # the demo CRM stand-in (--demo)
+DEMO_DIR=$PREFIX/demo                   # where older installs kept the demo CRM
 MANIFEST=$PREFIX/install-manifest       # what install.sh created or changed
 CONFIG_DIR=/etc/callexchange
 CONFIG=$CONFIG_DIR/callexchange.ini
@@ -1124,123 +1124,6 @@ step_webhook_delivery() {
 
 # --- the demo ------------------------------------------------------------------------------
 
-# The CRM stand-in: logs every webhook as one JSON line, checks its Standard Webhooks
-# signature against [webhook] secret, answers 200.
-demo_crm_program() {
-    cat <<'PY'
-"""Demo CRM stand-in (written by CallExchange install.sh --demo).
-
-Receives the gateway's webhooks and appends each as one JSON line to the log: when, the
-event, the webhook-id, whether the Standard Webhooks signature checks out against the
-config's [webhook] secret, and the body. Answers 200 to every POST.
-"""
-import argparse
-import base64
-import hashlib
-import hmac
-import json
-import sys
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-
-def signing_key(config_path, lib_dir):
-    if not config_path:
-        return None
-    sys.path.insert(0, lib_dir)
-    try:
-        from callexchange.config import load_config
-        secret = load_config(config_path).webhook.secret
-    except Exception:
-        return None
-    if not secret:
-        return None
-    # Standard Webhooks: the key is the base64 part of whsec_<base64> (prefix optional).
-    try:
-        return base64.b64decode(secret.strip()[6:] if secret.strip().startswith("whsec_")
-                                else secret.strip(), validate=True)
-    except ValueError:
-        return None
-
-
-def verdict(key, headers, body):
-    sent = headers.get("webhook-signature")
-    if not sent:
-        return "unsigned"
-    if key is None:
-        return "not checked (no [webhook] secret)"
-    signed = b"%s.%s.%s" % (headers.get("webhook-id", "").encode(),
-                            headers.get("webhook-timestamp", "").encode(), body)
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    for candidate in sent.split():
-        version, _, value = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(value, expected):
-            return "valid"
-    return "INVALID"
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", default="127.0.0.1:8099", help="HOST:PORT")
-    parser.add_argument("--log", required=True, help="append one JSON line per webhook here")
-    parser.add_argument("--config", help="the gateway's config, for [webhook] secret")
-    parser.add_argument("--lib", default="", help="the gateway's lib/ (to read the config)")
-    args = parser.parse_args()
-    host, _, port = args.listen.rpartition(":")
-    key = signing_key(args.config, args.lib)
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "callexchange-demo-crm"
-
-        def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                payload = body.decode("utf-8", "replace")
-            entry = {"received": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                     "path": self.path,
-                     "event": self.headers.get("X-CallExchange-Event"),
-                     "webhook_id": self.headers.get("webhook-id"),
-                     "webhook_timestamp": self.headers.get("webhook-timestamp"),
-                     "signature": verdict(key, self.headers, body),
-                     "body": payload}
-            with lock, open(args.log, "a", encoding="utf-8") as log:
-                log.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            self.reply(200, {"received": True})
-
-        def do_GET(self):
-            self.reply(200, {"demo_crm": "POST webhooks here", "log": args.log})
-
-        def reply(self, status, body):
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer((host, int(port)), Handler)
-    print("demo CRM: listening on http://%s:%s/, logging to %s" % (host, port, args.log),
-          flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-PY
-}
-
 # demo_service LABEL NAME DESCRIPTION USER PORT COMMAND...: keep COMMAND running as USER:
 # a systemd service NAME where systemd runs, else a background process with a pid file.
 # It is (re)started when it is not running, or when the app, the venv or its command
@@ -1248,7 +1131,7 @@ PY
 demo_service() {
     local label=$1 name=$2 description=$3 user=$4 port=$5
     shift 5
-    local command="$*" restart=${DEMO_RESTART:-0} how
+    local command="$*" restart=0 how
     manifest_add process "$name"
     if [ "$INIT" = systemd ]; then
         printf '%s\n' '[Unit]' "Description=$description (installed by CallExchange install.sh --demo)" \
@@ -1304,6 +1187,13 @@ demo_service() {
     changed "$label" "started $how"
 }
 
+# demo_crm_command PORT: the demo CRM's command line (the package's own, so it signs and
+# checks with the gateway's one Standard Webhooks module).
+demo_crm_command() {
+    printf '%s' "$VENV/bin/python3 $APP/bin/callexchange --config $CONFIG webhooks demo-crm" \
+        " --listen 127.0.0.1:$1 --log $DEMO_WEBHOOK_LOG"
+}
+
 step_demo() {
     step demo
     ensure_dir "$LOG_DIR" 755 "$SPOOL_USER" "$WEB_GROUP"
@@ -1314,11 +1204,15 @@ step_demo() {
     fi
     manifest_add keep "$LOG_DIR"
 
-    # The CRM stand-in, where the config's webhook URL points (or its default port).
+    # The CRM stand-in (`callexchange webhooks demo-crm`: logs every webhook as one JSON
+    # line, checks its Standard Webhooks signature against [webhook] secret, answers
+    # 200), where the config's webhook URL points (or its default port).
     step demo-crm
-    demo_crm_program | install_text "$DEMO_DIR/demo-crm.py" 644 root root
-    manifest_add tree "$DEMO_DIR"
-    local crm_changed=$FILE_CHANGED crm_port=$DEMO_CRM_PORT
+    if [ -e "$DEMO_DIR/demo-crm.py" ]; then
+        rm -f "$DEMO_DIR/demo-crm.py"   # an older install's copy: now part of the app
+        rmdir "$DEMO_DIR" 2>/dev/null || true
+    fi
+    local crm_port=$DEMO_CRM_PORT
     case $CFG_WEBHOOK_URL in
         http://127.0.0.1:*|http://localhost:*)
             crm_port=${CFG_WEBHOOK_URL#http://*:}
@@ -1330,10 +1224,8 @@ step_demo() {
     if [ ! -e "$DEMO_WEBHOOK_LOG" ]; then
         install_text "$DEMO_WEBHOOK_LOG" 644 "$SPOOL_USER" "$WEB_GROUP" < /dev/null
     fi
-    DEMO_RESTART=$crm_changed
     demo_service demo-crm callexchange-demo-crm "CallExchange demo CRM (logs webhooks)" "$SPOOL_USER" "$crm_port" \
-        "$VENV/bin/python3 $DEMO_DIR/demo-crm.py --listen 127.0.0.1:$crm_port --log $DEMO_WEBHOOK_LOG --config $CONFIG --lib $APP/lib"
-    DEMO_RESTART=0
+        "$(demo_crm_command "$crm_port")"
 
     # The sandbox PBX, on the config's [ami] host and port, as the spool's user.
     step demo-sandbox

@@ -1,39 +1,49 @@
 """A real HTTP server on 127.0.0.1 standing in for a CRM that receives webhooks: it records
 every request and can be told to answer 500, 410, 429 with Retry-After, hang, or be down.
 Used by the webhook tests (the `crm` fixture in conftest.py) and bench/webhook_hook.py.
+
+The HTTP part is the demo CRM's receiver (callexchange.sandbox.democrm); what is added
+here is the script of answers. Signatures are checked with the official Standard
+Webhooks package (`verify`), never with the project's own code.
 """
 
-import http.server
-import json
-import socket
 import threading
 import time
 
+from callexchange.sandbox.democrm import Received, WebhookReceiver
+
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
+CrmRequest = Received  # one request the stand-in received
 
-class CrmRequest:
-    """One request the stand-in received: method, path, headers (lower-case names), body
-    (bytes), time (time.time() on arrival), connection (a per-TCP-connection number)."""
 
-    def __init__(self, method, path, headers, body, connection):
-        self.method = method
-        self.path = path
-        self.headers = headers
-        self.body = body
-        self.time = time.time()
-        self.connection = connection
+def verify(headers, body, secret=SECRET, now=None):
+    """The JSON body of a webhook as the official `standardwebhooks` library verifies it
+    (else its WebhookVerificationError): its signature, and its timestamp against the
+    library's clock, or against `now` (unix seconds) for attempts made at a simulated
+    time: the library's own `datetime.now()` is set to it meanwhile."""
+    from standardwebhooks import webhooks as library
 
-    @property
-    def json(self):
-        return json.loads(self.body.decode("utf-8"))
+    webhook = library.Webhook(secret)
+    if now is None:
+        return webhook.verify(body, headers)
+    real = library.datetime
 
-    @property
-    def id(self):
-        return self.headers.get("webhook-id")
+    class Frozen(real):
+        @classmethod
+        def now(cls, tz=None):
+            return real.fromtimestamp(now, tz=tz)
 
-    def __repr__(self):
-        return "<CrmRequest %s %s>" % (self.id, self.body[:60])
+    library.datetime = Frozen
+    try:
+        return webhook.verify(body, headers)
+    finally:
+        library.datetime = real
+
+
+def verify_request(request, **kwargs):
+    """`verify` of a request the stand-in received."""
+    return verify(request.headers, request.body, **kwargs)
 
 
 class CrmStandIn:
@@ -42,7 +52,7 @@ class CrmStandIn:
     `answer(status, retry_after=None, times=None)`: the status for the next `times`
     requests (all, when None); then back to 200. `hang()`: read each request, record it,
     then answer nothing until `release()`. `down()` closes the listener (connection
-    refused) and the open keep-alive connections, `up()` listens again on the same port."""
+    refused), `up()` listens again on the same port."""
 
     def __init__(self):
         self.requests = []
@@ -51,66 +61,28 @@ class CrmStandIn:
         self._default = (200, None)
         self._release = threading.Event()
         self._release.set()
-        self._connections = 0
-        self._open = set()
         self._arrived = threading.Condition(self._lock)
-        self.port = 0
-        self.server = None
+        self.receiver = WebhookReceiver(self._respond)
         self.up()
+
+    @property
+    def port(self):
+        return self.receiver.port
 
     @property
     def url(self):
         return "http://127.0.0.1:%d/crm/webhook" % self.port
 
-    def _handler(self):
-        stand_in = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self):
-                super().setup()
-                # Headers and body go out in two writes: without this, Nagle's algorithm
-                # and the client's delayed ACK add 40 ms to every reply.
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                with stand_in._lock:
-                    stand_in._connections += 1
-                    self.connection_number = stand_in._connections
-                    stand_in._open.add(self.connection)
-
-            def finish(self):
-                with stand_in._lock:
-                    stand_in._open.discard(self.connection)
-                super().finish()
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                request = CrmRequest("POST", self.path, headers, body, self.connection_number)
-                with stand_in._lock:
-                    stand_in.requests.append(request)
-                    status, retry_after = (stand_in._script.pop(0) if stand_in._script
-                                           else stand_in._default)
-                    stand_in._arrived.notify_all()
-                if not stand_in._release.wait(60):
-                    return
-                payload = b'{"ok":true}' if status < 300 else b'{"error":"scripted"}'
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    if retry_after is not None:
-                        self.send_header("Retry-After", str(retry_after))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
+    def _respond(self, request):
+        with self._lock:
+            self.requests.append(request)
+            status, retry_after = self._script.pop(0) if self._script else self._default
+            self._arrived.notify_all()
+        if not self._release.wait(60):
+            return None
+        payload = b'{"ok":true}' if status < 300 else b'{"error":"scripted"}'
+        extra = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        return status, payload, extra
 
     def answer(self, status, retry_after=None, times=None):
         with self._lock:
@@ -130,27 +102,11 @@ class CrmStandIn:
         return self
 
     def down(self):
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-        # A CRM that goes down also drops the keep-alive connections it had.
-        with self._lock:
-            open_connections, self._open = list(self._open), set()
-        for connection in open_connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.receiver.stop()
         return self
 
     def up(self):
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self.server = server
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
+        self.receiver.start()
         return self
 
     def wait_for(self, count, timeout=10.0):
@@ -172,5 +128,3 @@ class CrmStandIn:
     def close(self):
         self.release()
         self.down()
-
-

@@ -42,12 +42,14 @@ class _Section:
 
 class Config:
     """The whole validated configuration. Sections: ami, dial, ani, recordings, webhook,
-    auth, state, policy. `path` is the file it came from; `lines` maps (section, key) to the line
-    that set it, so a check made later (e.g. against phonenumbers) can name it too."""
+    auth, state, policy. `path` is the file it came from; `lines` maps (section, key) to
+    the line that set it, so a check made later (e.g. against phonenumbers) can name it
+    too; `problems` lists the ConfigErrors of a leniently loaded file (empty otherwise)."""
 
     def __init__(self, path, sections, lines=None):
         self.path = path
         self.lines = lines or {}
+        self.problems = ()
         for name, section in sections.items():
             setattr(self, name, section)
 
@@ -337,15 +339,29 @@ SCHEMA = {
 }
 
 
-def parse_ini(text, path="<config>"):
+def _reporter(path, problems):
+    """problem(line, message): raise the ConfigError, or add it to `problems` (a list)."""
+    def problem(line, message):
+        error = ConfigError(path, line, message)
+        if problems is None:
+            raise error from None
+        problems.append(error)
+    return problem
+
+
+def parse_ini(text, path="<config>", problems=None):
     """Split INI text into {section: {key: (value, line)}}, keys lower-cased.
 
     `key = value` or `key: value`; `#` or `;` starts a comment line; an indented line
     continues the previous value. No inline comments: secrets may contain `#`.
+    A malformed line raises ConfigError; given a list as `problems`, the error is added
+    to it instead and the line skipped (a broken section header or a repeated section
+    skips the lines up to the next header).
 
     >>> parse_ini("[ami]\\nhost = pbx\\n")["ami"]["host"]
     ('pbx', 2)
     """
+    problem = _reporter(path, problems)
     sections = {}
     current = None
     last_key = None
@@ -358,30 +374,46 @@ def parse_ini(text, path="<config>"):
             current[last_key] = ((value + "\n" + stripped).strip(), line)
             continue
         if stripped.startswith("["):
+            last_key = None
             if not stripped.endswith("]"):
-                raise ConfigError(path, number, "section header must end with ']'")
+                problem(number, "section header must end with ']'")
+                current = {}  # (lenient: the lines up to the next header are skipped)
+                continue
             name = stripped[1:-1].strip().lower()
             if name in sections:
-                raise ConfigError(path, number, "section [%s] appears twice" % name)
+                problem(number, "section [%s] appears twice" % name)
+                current = {}
+                continue
             current = sections[name] = {}
-            last_key = None
             continue
         separator = min((i for i in (raw.find("="), raw.find(":")) if i > 0), default=-1)
         if separator < 0:
-            raise ConfigError(path, number, "expected 'key = value', got %r" % stripped)
+            problem(number, "expected 'key = value', got %r" % stripped)
+            continue
         if current is None:
-            raise ConfigError(path, number, "key outside of any [section]")
+            problem(number, "key outside of any [section]")
+            continue
         key = raw[:separator].strip().lower()
         if key in current:
-            raise ConfigError(path, number, "key %r appears twice in this section" % key)
+            problem(number, "key %r appears twice in this section" % key)
+            continue
         current[key] = (raw[separator + 1:].strip(), number)
         last_key = key
     return sections
 
 
-def config_from_text(text, path="<config>"):
-    """Validate INI text against SCHEMA and return a Config. Raises ConfigError."""
-    raw = parse_ini(text, path)
+def config_from_text(text, path="<config>", lenient=False):
+    """Validate INI text against SCHEMA and return a Config. Raises ConfigError.
+
+    `lenient`: never raise; every problem is listed in the Config's `problems`, and what
+    it concerns is left out (an unknown section or key) or given its default (a bad or
+    missing value; None where the key has no default). For the dialplan hook, which must
+    spool a call's event even while an admin is mid-edit.
+    """
+    problems = [] if lenient else None
+
+    problem = _reporter(path, problems)
+    raw = parse_ini(text, path, problems)
     header_lines = {}
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
@@ -390,8 +422,8 @@ def config_from_text(text, path="<config>"):
     sections = {}
     for name in raw:
         if name not in SCHEMA:
-            raise ConfigError(path, header_lines.get(name, 0),
-                              "unknown section [%s] (known: %s)" % (name, ", ".join(SCHEMA)))
+            problem(header_lines.get(name, 0),
+                    "unknown section [%s] (known: %s)" % (name, ", ".join(SCHEMA)))
     pools = {}
     for name, keys in SCHEMA.items():
         given = raw.get(name, {})
@@ -404,29 +436,33 @@ def config_from_text(text, path="<config>"):
                     region = _region(key)
                     pools[region] = _phone_pool(value)
                 except ValueError as error:
-                    raise ConfigError(path, line, "[ani] %s: %s" % (key, error)) from None
+                    problem(line, "[ani] %s: %s" % (key, error))
                 continue
-            raise ConfigError(path, line, "unknown key %r in [%s] (known: %s%s)"
-                              % (key, name, ", ".join(keys),
-                                 ", or a two-letter region such as DE" if name == "ani" else ""))
+            problem(line, "unknown key %r in [%s] (known: %s%s)"
+                    % (key, name, ", ".join(keys),
+                       ", or a two-letter region such as DE" if name == "ani" else ""))
         for key, (check, default) in keys.items():
             if key in given:
                 value, line = given[key]
             elif default is None:
-                raise ConfigError(path, header_lines.get(name, 0),
-                                  "[%s] %s is required" % (name, key))
+                problem(header_lines.get(name, 0), "[%s] %s is required" % (name, key))
+                values[key] = None
+                continue
             else:
                 value, line = default, 0
             try:
                 values[key] = check(value)
             except ValueError as error:
-                raise ConfigError(path, line, "[%s] %s %s" % (name, key, error)) from None
+                problem(line, "[%s] %s %s" % (name, key, error))
+                values[key] = None if default is None else check(default)
         if name == "ani":
             values["pools"] = pools
         sections[name] = _Section(**values)
     lines = {(name, key): line for name, keys in raw.items()
              for key, (_value, line) in keys.items()}
-    return Config(path, sections, lines)
+    config = Config(path, sections, lines)
+    config.problems = tuple(problems or ())
+    return config
 
 
 def config_path(environ=None):
@@ -435,8 +471,12 @@ def config_path(environ=None):
     return environ.get("CALLEXCHANGE_CONFIG") or DEFAULT_PATH
 
 
-def load_config(path=None):
-    """Read and validate the config file. Raises ConfigError (missing file included)."""
+def load_config(path=None, lenient=False):
+    """Read and validate the config file. Raises ConfigError (missing file included).
+
+    `lenient` (the dialplan hook): a file that can be read gives a Config whatever it
+    holds, its `problems` listing what is wrong (see `config_from_text`); only a file that
+    cannot be read at all raises."""
     path = path or config_path()
     try:
         with open(path, encoding="utf-8") as handle:
@@ -446,4 +486,4 @@ def load_config(path=None):
                                    "create %s)" % DEFAULT_PATH) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(path, 0, "cannot read config file: %s" % error) from None
-    return config_from_text(text, path)
+    return config_from_text(text, path, lenient)

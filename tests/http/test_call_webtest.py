@@ -897,7 +897,7 @@ def test_openapi_describes_both_urls_all_statuses_and_both_webhooks():
     for event in ("connect", "hangup"):
         headers = {p["name"] for p in doc["webhooks"][event]["post"]["parameters"]}
         assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature",
-                           "X-CallExchange-Event"}
+                           "X-CallExchange-Event", "X-CallExchange-Event-Time"}
 
 
 def test_webhook_schemas_accept_legacy_and_extended_bodies():

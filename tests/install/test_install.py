@@ -5,8 +5,6 @@ pytest's temp dirs. The real install, twice, the forced failure and the uninstal
 .ci/install-check.sh's job (it needs a disposable machine)."""
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -397,20 +395,23 @@ def _free_port():
         return probe.getsockname()[1]
 
 
-def test_demo_crm_logs_each_webhook_and_checks_its_signature(tmp_path):
-    program = tmp_path / "demo-crm.py"
-    program.write_text(bash("demo_crm_program").stdout)
-    key = b"0123456789abcdef01234567"
+def test_the_demo_crm_service_runs_the_package_and_logs_signed_webhooks(tmp_path):
+    # install.sh embeds no program: its service runs `callexchange webhooks demo-crm`,
+    # here from this checkout and this venv, exactly as install.sh writes the command.
+    from crm_standin import SECRET
+    from callexchange.webhooks.payload import make_record
+    from callexchange.webhooks.signing import request_headers, signing_key
+
+    assert "BaseHTTPRequestHandler" not in INSTALL.read_text()
     config = tmp_path / "demo.ini"
     config.write_text(bash('render "$@"', EXAMPLE, *install_values(
-        WEBHOOK_URL="http://127.0.0.1:1/webhooks",
-        WEBHOOK_SECRET="whsec_" + base64.b64encode(key).decode())).stdout)
-    log = tmp_path / "webhooks.log"
+        WEBHOOK_URL="http://127.0.0.1:1/webhooks", WEBHOOK_SECRET=SECRET)).stdout)
+    log = tmp_path / "demo-webhooks.log"
     port = _free_port()
-    crm = subprocess.Popen([sys.executable, str(program), "--listen", "127.0.0.1:%d" % port,
-                            "--log", str(log), "--config", str(config),
-                            "--lib", str(REPO / "lib")],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    command = bash('VENV=$1 APP=$2 CONFIG=$3 DEMO_WEBHOOK_LOG=$4; demo_crm_command "$5"',
+                   sys.prefix, REPO, config, log, port).stdout
+    assert command.endswith("webhooks demo-crm --listen 127.0.0.1:%d --log %s" % (port, log))
+    crm = subprocess.Popen(command.split(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -418,27 +419,25 @@ def test_demo_crm_logs_each_webhook_and_checks_its_signature(tmp_path):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                assert time.monotonic() < deadline, crm.stdout.read1().decode()
+                assert crm.poll() is None and time.monotonic() < deadline, \
+                    crm.stdout.read1().decode()
                 time.sleep(0.05)
-        body = json.dumps({"dialed_number": "4930901820", "uniqueid": "1.2"}).encode()
-        good = base64.b64encode(hmac.new(key, b"msg_1.%s.%s" % (b"1700000000", body),
-                                         hashlib.sha256).digest()).decode()
-        for signature in ("v1,bm9wZQ== v1," + good, "v1,bm9wZQ==", None):
-            headers = {"Content-Type": "application/json", "webhook-id": "msg_1",
-                       "webhook-timestamp": "1700000000", "X-CallExchange-Event": "connect"}
-            if signature:
-                headers["webhook-signature"] = signature
-            request = urllib.request.Request("http://127.0.0.1:%d/webhooks" % port,
-                                             data=body, headers=headers, method="POST")
-            with urllib.request.urlopen(request, timeout=5) as reply:
-                assert reply.status == 200
+        record = make_record("connect", {"CX_UNIQUEID": "1.2", "CX_DESTINATION": "4930901820"},
+                             config_from_text(config.read_text()).webhook, now=time.time())
+        headers = request_headers(record, signing_key(SECRET), now=time.time())
+        request = urllib.request.Request("http://127.0.0.1:%d/webhooks" % port,
+                                         data=record["body"].encode(), headers=headers,
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            assert reply.status == 200
     finally:
         crm.terminate()
         crm.wait(5)
-    entries = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [entry["signature"] for entry in entries] == ["valid", "INVALID", "unsigned"]
-    assert entries[0]["event"] == "connect" and entries[0]["webhook_id"] == "msg_1"
-    assert entries[0]["body"] == {"dialed_number": "4930901820", "uniqueid": "1.2"}
+        crm.stdout.close()
+    (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert entry["signature"] == "valid" and entry["event"] == "connect"
+    assert entry["webhook_id"] == "msg_1.2_connect"
+    assert entry["body"]["dialed_number"] == "4930901820"
 
 
 # --- the scripts themselves ----------------------------------------------------------------

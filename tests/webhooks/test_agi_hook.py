@@ -415,13 +415,30 @@ def test_hook_of_a_call_the_gateway_did_not_place_uses_the_channel_uniqueid(pbx,
     assert crm.wait_for(1)[0].id == "msg_1700000000.77_connect"
 
 
-def test_hook_killed_mid_write_publishes_nothing_and_the_rest_is_delivered(pbx, crm):
+# The hook, stopped between the fsync of its tmp file and the rename into new/: the pause
+# is injected from outside lib/, by patching os.rename in the hook's own process.
+PAUSED_HOOK = """
+import os, sys, time
+sys.path.insert(0, %r)
+real_rename = os.rename
+def rename(source, target):
+    if os.sep + "tmp" + os.sep in source:
+        time.sleep(30)  # the test kills the hook here
+    real_rename(source, target)
+os.rename = rename
+from callexchange.webhooks.hook import hook_main
+sys.exit(hook_main(["callexchange-webhook.agi", sys.argv[1]]))
+"""
+
+
+def test_hook_killed_mid_write_publishes_nothing_and_the_rest_is_delivered(pbx, crm, tmp_path):
     assert pbx.hook("connect", CALL).returncode == 0
     crm.wait_for(1)
-    environ = dict(pbx.environ, CALLEXCHANGE_HOOK_TEST_PAUSE="30")
+    paused = tmp_path / "paused.agi"
+    paused.write_text(PAUSED_HOOK % LIB)
     result = {}
     thread = threading.Thread(target=lambda: result.update(
-        run=pbx.hook("hangup", HANGUP, environ=environ)))
+        run=pbx.hook("hangup", HANGUP, hook=str(paused))))
     thread.start()
     wait_until(lambda: os.path.isdir(pbx.spool.tmp) and os.listdir(pbx.spool.tmp))
     name = os.listdir(pbx.spool.tmp)[0]

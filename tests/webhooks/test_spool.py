@@ -177,16 +177,24 @@ def test_wake_reaches_a_listener_and_says_when_there_is_none(tmp_path):
 # --- kill -9 ------------------------------------------------------------------------------
 
 WRITER = """
-import sys, time
+import os, sys, time
 sys.path.insert(0, sys.argv[1])
 from callexchange.webhooks.spool import Spool
 spool = Spool(sys.argv[2])
 pause = float(sys.argv[3])
+if pause:
+    # The fault comes from outside the spool: this process's own os.rename, patched,
+    # stops every publish between the tmp file's fsync and its rename into new/.
+    real_rename = os.rename
+    def rename(source, target):
+        time.sleep(pause)
+        real_rename(source, target)
+    os.rename = rename
 n = 0
 while True:
     n += 1
     spool.add({"v": 1, "id": "msg_%d_connect" % n, "event": "connect", "call": str(n),
-               "occurred": 1732700000, "body": "x" * 20000}, pause_before_publish=pause)
+               "occurred": 1732700000, "body": "x" * 20000})
     print(n, flush=True)
 """
 

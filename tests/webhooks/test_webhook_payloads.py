@@ -1,9 +1,8 @@
 """The webhook bodies and headers (SPEC §6), byte for byte.
 
-The signature is checked with an independent implementation of the Standard Webhooks
-verification written here (base64, HMAC-SHA256, constant-time compare, timestamp
-tolerance), not with the code under test; the bodies against the JSON Schemas of
-docs/openapi.yaml.
+The signature is checked with the official Standard Webhooks library (`standardwebhooks`,
+through crm_standin.verify), not with the code under test; the bodies against the JSON
+Schemas of docs/openapi.yaml.
 """
 
 import base64
@@ -19,7 +18,9 @@ from callexchange.webhooks import signing
 from callexchange.webhooks.spool import dumps_compact
 from callexchange.webhooks.payload import build_body, call_event, disposition, make_record
 from callexchange.webhooks.signing import request_headers, signing_key
+from crm_standin import verify
 from schemas import validate
+from standardwebhooks.webhooks import WebhookVerificationError
 
 UNIQUEID = "1732700000.483920174622"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -33,30 +34,6 @@ BASE_URL = "https://pbx.example.test/wav-files"
 class Settings:
     def __init__(self, extended):
         self.extended = extended
-
-
-# --- an independent Standard Webhooks verifier --------------------------------------------
-
-class VerificationError(Exception):
-    pass
-
-
-def verify(secret, headers, body, now, tolerance=300):
-    """The receiving side, as the Standard Webhooks specification describes it."""
-    headers = {k.lower(): v for k, v in headers.items()}
-    msg_id = headers["webhook-id"]
-    timestamp = headers["webhook-timestamp"]
-    if abs(now - int(timestamp)) > tolerance:
-        raise VerificationError("timestamp outside the tolerance")
-    key = base64.b64decode(secret.split("_", 1)[1])
-    expected = base64.b64encode(hmac.new(
-        key, ("%s.%s.%s" % (msg_id, timestamp, body.decode("utf-8"))).encode("utf-8"),
-        hashlib.sha256).digest())
-    for candidate in headers["webhook-signature"].split(" "):
-        version, _, value = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(value.encode("ascii"), expected):
-            return json.loads(body)
-    raise VerificationError("no matching signature")
 
 
 # --- the legacy bodies --------------------------------------------------------------------
@@ -213,18 +190,19 @@ def test_body_builder_rejects_unknown_events():
 
 # --- headers and the signature ------------------------------------------------------------
 
-def test_headers_and_signature_verify_with_an_independent_implementation():
+def test_headers_and_signature_verify_with_the_official_library():
     record = make_record("hangup", ANSWERED, Settings(False), BASE_URL, now=1732700026)
-    headers = request_headers(record, signing_key(SECRET))
+    headers = request_headers(record, signing_key(SECRET), now=1732700027.8)
     assert headers["webhook-id"] == "msg_%s_hangup" % UNIQUEID
-    assert headers["webhook-timestamp"] == "1732700026"
+    assert headers["webhook-timestamp"] == "1732700027"  # the attempt's time, whole seconds
+    assert headers["X-CallExchange-Event-Time"] == "1732700026"  # the event's
     assert headers["Content-Type"] == "application/json"
     assert headers["X-CallExchange-Event"] == "hangup"
     body = record["body"].encode("utf-8")
-    assert verify(SECRET, headers, body, now=1732700030)["duration"] == 25
+    assert verify(headers, body, now=1732700030)["duration"] == 25
     # The exact value, computed here by hand.
     key = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-    digest = hmac.new(key, b"msg_%s_hangup.1732700026.%s" % (UNIQUEID.encode(), body),
+    digest = hmac.new(key, b"msg_%s_hangup.1732700027.%s" % (UNIQUEID.encode(), body),
                       hashlib.sha256).digest()
     assert headers["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
 
@@ -232,7 +210,7 @@ def test_headers_and_signature_verify_with_an_independent_implementation():
 @pytest.mark.parametrize("tamper", ["body", "id", "timestamp", "secret"])
 def test_a_tampered_request_does_not_verify(tamper):
     record = make_record("connect", VARIABLES, Settings(False), "", now=1732700001)
-    headers = request_headers(record, signing_key(SECRET))
+    headers = request_headers(record, signing_key(SECRET), now=1732700001)
     body = record["body"].encode()
     secret = SECRET
     if tamper == "body":
@@ -243,29 +221,33 @@ def test_a_tampered_request_does_not_verify(tamper):
         headers["webhook-timestamp"] = "1732700002"
     else:
         secret = signing.new_secret()
-    with pytest.raises(VerificationError):
-        verify(secret, headers, body, now=1732700001)
+    with pytest.raises(WebhookVerificationError):
+        verify(headers, body, secret=secret, now=1732700001)
 
 
-def test_a_retry_carries_the_event_time_and_the_same_signature():
-    # SPEC §6: webhook-timestamp is when the event happened; a retry is the same request.
+def test_each_attempt_is_signed_afresh_with_its_own_time():
+    # Standard Webhooks: webhook-timestamp is the attempt's; the event's time stays in
+    # X-CallExchange-Event-Time and (extended) the body; webhook-id stays the event's.
     record = make_record("connect", VARIABLES, Settings(True), "", now=1732700001)
-    first = request_headers(record, signing_key(SECRET))
+    first = request_headers(record, signing_key(SECRET), now=1732700001)
     record["attempts"] = 3
-    retry = request_headers(record, signing_key(SECRET))
-    assert retry == first
-    assert retry["webhook-timestamp"] == "1732700001"
-    # A receiver verifying an hour later needs a tolerance wider than the default 5 min.
-    body = verify(SECRET, retry, record["body"].encode(), now=1732700001 + 3600,
-                  tolerance=24 * 3600)
+    retry = request_headers(record, signing_key(SECRET), now=1732700001 + 3600)
+    assert retry["webhook-id"] == first["webhook-id"]
+    assert retry["webhook-timestamp"] == "1732703601" != first["webhook-timestamp"]
+    assert retry["webhook-signature"] != first["webhook-signature"]
+    assert retry["X-CallExchange-Event-Time"] == first["X-CallExchange-Event-Time"] == \
+        "1732700001"
+    # A receiver an hour later, with the library's default tolerance, accepts the retry...
+    body = verify(retry, record["body"].encode(), now=1732700001 + 3600 + 2)
     assert body["timestamp"] == 1732700001
-    with pytest.raises(VerificationError):
-        verify(SECRET, retry, record["body"].encode(), now=1732700001 + 3600)
+    # ...and would refuse the first attempt's headers replayed then.
+    with pytest.raises(WebhookVerificationError):
+        verify(first, record["body"].encode(), now=1732700001 + 3600 + 2)
 
 
 def test_without_a_secret_there_is_no_signature_header():
     record = make_record("connect", VARIABLES, Settings(False), "", now=1)
-    assert "webhook-signature" not in request_headers(record, None)
+    assert "webhook-signature" not in request_headers(record, None, now=2)
 
 
 def test_signing_key_accepts_the_whsec_form_and_refuses_garbage():
@@ -282,8 +264,34 @@ def test_new_secret_is_whsec_and_24_bytes_or_more():
     assert len(base64.b64decode(secret[6:], validate=True)) >= 24
 
 
-def test_the_header_timestamp_is_the_event_time_in_whole_seconds():
+def test_the_event_time_header_is_the_event_time_in_whole_seconds():
     record = make_record("connect", VARIABLES, Settings(False), "")
     assert abs(record["occurred"] - time.time()) < 5
     record["occurred"] = 1732700001.9
-    assert request_headers(record, None)["webhook-timestamp"] == "1732700001"
+    headers = request_headers(record, None, now=1732700099.5)
+    assert headers["X-CallExchange-Event-Time"] == "1732700001"
+    assert headers["webhook-timestamp"] == "1732700099"
+
+
+@pytest.mark.parametrize("event", ["connect", "hangup"])
+def test_every_header_sent_is_the_one_docs_openapi_describes(event):
+    from paths import REPO
+
+    with open(REPO / "docs" / "openapi.yaml", encoding="utf-8") as handle:
+        doc = json.load(handle)
+    documented = {p["name"].lower(): p for p in doc["webhooks"][event]["post"]["parameters"]
+                  if p["in"] == "header"}
+    record = make_record(event, ANSWERED, Settings(True), BASE_URL, now=1732700001)
+    sent = {k.lower(): v for k, v in
+            request_headers(record, signing_key(SECRET), now=1732700099).items()}
+    ours = set(sent) - {"content-type", "user-agent"}
+    assert ours == set(documented)
+    for name, parameter in documented.items():
+        if "pattern" in parameter["schema"]:
+            import re
+            assert re.fullmatch(parameter["schema"]["pattern"], sent[name]), name
+        if "const" in parameter["schema"]:
+            assert sent[name] == parameter["schema"]["const"]
+    assert "attempt" in documented["webhook-timestamp"]["description"]
+    assert sent["x-callexchange-event-time"] == "1732700001"
+

@@ -75,6 +75,9 @@ def run_check(args):
             report("warn", "webhook: plain http; events cross the network unencrypted")
     else:
         report("warn", "webhook: [webhook] url is empty; no events will be sent")
+    from callexchange.cli import webhooks as cli_webhooks
+    for level, text in cli_webhooks.check_lines(settings):  # the spool's disk
+        report(level, text)
 
     flagged = settings.ani.flagged_file
     if flagged and not os.path.exists(flagged):

@@ -14,34 +14,6 @@ from callexchange.webhooks.payload import (CALL_VARIABLES, EVENTS, HANGUP_VARIAB
 from callexchange.webhooks.spool import Spool
 
 
-def _lenient_config(path):
-    """What the hook needs of a config that does not validate: the raw [state] dir,
-    [webhook] url and extended, [recordings] base_url, defaults where absent. None if the
-    file cannot be read or parsed at all."""
-    from types import SimpleNamespace
-
-    from callexchange.config import config_path, ConfigError, DEFAULT_PATH, parse_ini, SCHEMA
-
-    path = path or config_path()
-    try:
-        with open(path, encoding="utf-8") as handle:
-            raw = parse_ini(handle.read(), path)
-    except (OSError, UnicodeDecodeError, ConfigError):
-        return None
-
-    def value(section, key):
-        given = raw.get(section, {}).get(key)
-        return given[0] if given else SCHEMA[section][key][1]
-
-    extended = value("webhook", "extended").strip().lower() in ("1", "yes", "true", "on")
-    return SimpleNamespace(
-        path=path or DEFAULT_PATH,
-        state=SimpleNamespace(dir=value("state", "dir")),
-        webhook=SimpleNamespace(url=value("webhook", "url"), extended=extended),
-        recordings=SimpleNamespace(base_url=value("recordings", "base_url"),
-                                   root=value("recordings", "root")))
-
-
 def _log(session, message):
     sys.stderr.write("callexchange-webhook: %s\n" % message)
     if session is not None:
@@ -131,16 +103,19 @@ def _hook(argv, read_fd, write_fd, environ):
     from callexchange.config import ConfigError, load_config
 
     try:
-        config = load_config(environ.get("CALLEXCHANGE_CONFIG") or None)
+        # Lenient: an admin mid-edit must not cost a call its webhook. What can be read
+        # of the file (defaults for the rest) is enough to spool the event; the deliverer
+        # sends it once the config loads again.
+        config = load_config(environ.get("CALLEXCHANGE_CONFIG") or None, lenient=True)
     except ConfigError as error:
-        # An admin mid-edit must not cost a call its webhook: spool it with what can be
-        # read of the file; the deliverer sends it once the config loads again.
-        config = _lenient_config(environ.get("CALLEXCHANGE_CONFIG") or None)
-        _log(session, "config: %s; %s webhook of %s spooled, sent once the config is "
-                      "fixed" % (error, event, uniqueid))
-        if config is None:
-            _log(session, "config unreadable: %s webhook of %s not sent" % (event, uniqueid))
-            return 0
+        _log(session, "config unreadable (%s): %s webhook of %s not sent"
+             % (error, event, uniqueid))
+        return 0
+    if config.problems:
+        _log(session, "config: %s; %s webhook of %s %s" % (
+            "; ".join(map(str, config.problems)), event, uniqueid,
+            "spooled, sent once the config is fixed" if config.webhook.url
+            else "not sent: no [webhook] url could be read"))
     if event == "hangup":
         _discard_unanswered_recording(session, variables, config.recordings.root)
     if not config.webhook.url:
@@ -148,11 +123,7 @@ def _hook(argv, read_fd, write_fd, environ):
     record = make_record(event, variables, config.webhook, config.recordings.base_url)
     spool = Spool.for_state_dir(config.state.dir)
     try:
-        pause = float(environ.get("CALLEXCHANGE_HOOK_TEST_PAUSE") or 0)
-    except ValueError:
-        pause = 0.0
-    try:
-        spool.add(record, pause_before_publish=pause)
+        spool.add(record)
     except OSError as error:
         _log(session, "cannot write %s: %s; %s webhook of %s lost"
              % (spool.root, error.strerror or error, event, uniqueid))

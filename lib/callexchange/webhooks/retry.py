@@ -47,6 +47,16 @@ class Attempt:
         return "<Attempt %s %s %s>" % (self.outcome, self.status, self.error)
 
 
+def crm_unwell(status):
+    """Whether a failed attempt's HTTP status (None: no answer at all) says the CRM itself
+    is unwell, rather than refusing this one event.
+
+    >>> [crm_unwell(s) for s in (None, 408, 429, 500, 503, 400, 404, 422)]
+    [True, True, True, True, True, False, False, False]
+    """
+    return status is None or status in (408, 429) or status >= 500
+
+
 def classify(status, reason="", retry_after=None):
     """The Attempt for an HTTP status code."""
     text = ("HTTP %d %s" % (status, reason)).strip()
@@ -54,5 +64,4 @@ def classify(status, reason="", retry_after=None):
         return Attempt("delivered", status)
     if status == 410:
         return Attempt("gone", status, text + ": the CRM asked us to stop sending this event")
-    return Attempt("retry", status, text, retry_after,
-                   endpoint_down=status in (408, 429) or status >= 500)
+    return Attempt("retry", status, text, retry_after, endpoint_down=crm_unwell(status))

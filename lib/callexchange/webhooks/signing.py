@@ -1,7 +1,13 @@
 """Standard Webhooks signatures: the secret's key, the `webhook-signature` of one
-request, the headers of one delivery attempt, and a fresh secret."""
+request and its check, the headers of one delivery attempt, and a fresh secret.
+
+The one signer of the project: the deliverer signs with it, the demo CRM checks with it.
+(The tests check our signatures with the official `standardwebhooks` package instead.)
+"""
 
 import os
+
+TOLERANCE = 5 * 60   # what Standard Webhooks receivers accept between a timestamp and now
 
 
 def signing_key(secret):
@@ -34,21 +40,38 @@ def signature(key, msg_id, timestamp, body):
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-def request_headers(record, key):
-    """The headers of one attempt. `key` from `signing_key`, or None: no signature.
+def verify(key, msg_id, timestamp, body, header):
+    """Whether `header` (a `webhook-signature` value: space-separated `v1,<base64>`
+    signatures, as during a secret rotation) holds the signature of this request.
+    Constant time per candidate."""
+    import hmac
 
-    `webhook-timestamp` is when the event happened (SPEC §6), the same on every retry, so
-    a retried request is byte for byte the first one. Standard Webhooks libraries refuse
-    a timestamp more than five minutes from their clock by default: a CRM that verifies
-    retries after a long outage must widen that tolerance (docs/decisions.md).
+    try:
+        expected = signature(key, msg_id, int(timestamp), body)
+    except (TypeError, ValueError):
+        return False
+    return any(hmac.compare_digest(candidate.encode("utf-8"), expected.encode("ascii"))
+               for candidate in (header or "").split())
+
+
+def request_headers(record, key, now):
+    """The headers of one delivery attempt made at unix time `now`. `key` from
+    `signing_key`, or None: no signature.
+
+    Standard Webhooks to the letter: `webhook-timestamp` is the attempt's time and the
+    signature is computed per attempt (receivers refuse a timestamp more than TOLERANCE
+    from their clock, so a retry after an outage must be signed afresh); `webhook-id`
+    is the event's, the same on every attempt. When the event happened is
+    `X-CallExchange-Event-Time` (and, extended, the body's `timestamp`).
     """
     body = record["body"].encode("utf-8")
-    timestamp = int(record["occurred"])
+    timestamp = int(now)
     headers = {
         "Content-Type": "application/json",
         "webhook-id": record["id"],
         "webhook-timestamp": str(timestamp),
         "X-CallExchange-Event": record["event"],
+        "X-CallExchange-Event-Time": str(int(record["occurred"])),
         "User-Agent": "CallExchange-Webhooks/1",
     }
     if key is not None:

@@ -7,6 +7,9 @@ Layout, under `[state] dir`/webhooks/ (the Maildir pattern of CPython's mailbox.
     new/        complete events waiting for delivery, one JSON file each
     dead/       events given up (no 2xx within 24 hours, or 410 Gone); `webhooks retry`
                 moves them back to new/
+    reserve/    disk space kept for new events: RESERVE_CHUNKS files of RESERVE_CHUNK
+                bytes, allocated by the deliverer; a hook that finds the disk full
+                deletes one and writes its event into the space it frees
     wake        a FIFO: a hook writes a byte to wake the running deliverer
     deliver.lock  flock()ed by the one deliverer at work; holds its pid
     endpoint.json the CRM's back-off state, shared by successive deliverer runs
@@ -14,7 +17,12 @@ Layout, under `[state] dir`/webhooks/ (the Maildir pattern of CPython's mailbox.
 
 Writing (the hook, `add`): the record goes to tmp/, is fsync()ed, renamed into new/, and
 new/ is fsync()ed. A rename is atomic, so a writer killed at any instant (kill -9, power
-loss) leaves either the complete event in new/ or nothing there.
+loss) leaves either the complete event in new/ or nothing there. A write that fails
+leaves nothing either (the tmp file is removed); one that fails because the disk is full
+(ENOSPC, EDQUOT) releases a chunk of the reserve and is tried again, so a full state
+disk costs no event while the reserve lasts (RESERVE_CHUNKS * RESERVE_CHUNK bytes: some
+250 events on a filesystem of 4 KiB blocks, beyond what the deliverer drains meanwhile).
+The deliverer refills the reserve while at least RESERVE_MIN_FREE bytes stay free.
 
 Reading (the deliverer): peek -> POST -> delete. An event leaves new/ only after the CRM
 answered 2xx (`remove`) or it was given up (`bury`); a deliverer killed mid-send leaves
@@ -38,6 +46,10 @@ from callexchange.statedir import StateDir, atomic_file, atomic_write, give, own
 
 EVENT_RANK = {"connect": 0, "hangup": 1}
 STALE_TMP_SECONDS = 600
+RESERVE_CHUNKS = 16               # the reserve: 16 files...
+RESERVE_CHUNK = 64 * 1024         # ...of 64 KiB: 1 MiB, each file also one inode
+RESERVE_MIN_FREE = 4 * 1024 * 1024  # refilled only while this much stays free for others
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 WAKE = b"!"            # a hook's wake-up: a new event
 WAKE_ALL_NOW = b"*"    # the admin's: send everything now, back-off ignored
 _KEY_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-.")
@@ -122,6 +134,7 @@ class Spool:
         self.tmp = os.path.join(root, "tmp")
         self.new = os.path.join(root, "new")
         self.dead_dir = os.path.join(root, "dead")
+        self.reserve_dir = os.path.join(root, "reserve")
         self.wake_path = os.path.join(root, "wake")
         self.lock_path = os.path.join(root, "deliver.lock")
         self.endpoint_path = os.path.join(root, "endpoint.json")
@@ -155,10 +168,10 @@ class Spool:
 
     # --- writing (the hook) ---
 
-    def add(self, record, pause_before_publish=0.0, clock=time.time_ns):
+    def add(self, record, clock=time.time_ns):
         """Publish `record` (a dict with at least "event" and "call") durably; return its
-        name in new/. `pause_before_publish` (seconds) sleeps between the write of the tmp
-        file and its publication: only for the crash tests."""
+        name in new/. Raises OSError when it cannot (nothing is left in tmp/ then); on a
+        full disk it first spends the reserve, one chunk at a time."""
         event = record["event"]
         if event not in EVENT_RANK:
             raise ValueError("unknown event %r" % event)
@@ -166,20 +179,112 @@ class Spool:
         name = "%019d.%d.%s.%s" % (created_ns, os.getpid(), event, call_key(record["call"]))
         record = dict(record, created_ns=created_ns)
         data = dumps_compact(record).encode("utf-8")
-        # Maildir: written and fsynced in tmp/, then renamed into new/ (and new/ fsynced).
-        for attempt in (1, 2):
+        ensured = False
+        while True:
             try:
-                with atomic_file(os.path.join(self.new, name), temporary=os.path.join(
-                        self.tmp, name), sync_directory=True) as handle:
-                    handle.write(data)
-                    if pause_before_publish:
-                        handle.flush()
-                        time.sleep(pause_before_publish)
+                self._publish(name, data)
                 return name
             except FileNotFoundError:
-                if attempt == 2:
+                if ensured:
                     raise
-                self.ensure()
+                ensured = True
+                self._ensure_quietly()
+            except OSError as error:
+                if error.errno not in DISK_FULL or not self.release_reserve():
+                    raise
+
+    def _publish(self, name, data):
+        # Maildir: written and fsynced in tmp/, then renamed into new/ (and new/ fsynced);
+        # on any failure the tmp file is removed.
+        with atomic_file(os.path.join(self.new, name), temporary=os.path.join(self.tmp, name),
+                         sync_directory=True) as handle:
+            handle.write(data)
+
+    def _ensure_quietly(self):
+        try:
+            self.ensure()
+        except OSError as error:
+            if error.errno not in DISK_FULL or not self.release_reserve():
+                raise
+
+    # --- the reserve: space for new events on a full disk ---
+
+    def release_reserve(self):
+        """Free one chunk of the reserve (a hook that found the disk full). True when one
+        was freed, False when the reserve is spent."""
+        try:
+            names = sorted(os.listdir(self.reserve_dir))
+        except OSError:
+            return False
+        for name in names:
+            try:
+                os.unlink(os.path.join(self.reserve_dir, name))
+                return True
+            except FileNotFoundError:
+                continue  # another hook took that one
+            except OSError:
+                return False
+        return False
+
+    def reserve_bytes(self):
+        """Bytes held in the reserve now (0 when it is spent), None when there is no
+        reserve to read (not made yet, or not readable by this user)."""
+        total = 0
+        try:
+            names = os.listdir(self.reserve_dir)
+        except OSError:
+            return None
+        for name in names:
+            try:
+                total += os.stat(os.path.join(self.reserve_dir, name)).st_blocks * 512
+            except OSError:
+                continue
+        return total
+
+    def free_space(self):
+        """(bytes, inodes) free for an unprivileged writer on the spool's filesystem
+        (inodes None where the filesystem has no such limit), or None when the spool
+        does not exist yet."""
+        try:
+            status = os.statvfs(self.root)
+        except OSError:
+            return None
+        # (Some filesystems, btrfs among them, have no inode limit and report 0 of 0.)
+        inodes = status.f_favail if status.f_files else None
+        return status.f_bavail * status.f_frsize, inodes
+
+    def refill_reserve(self):
+        """Allocate the missing chunks of the reserve (the deliverer, every pass) while
+        RESERVE_MIN_FREE bytes stay free for everything else on the disk. Returns the
+        number of chunks made. Never raises for a full or read-only disk."""
+        try:
+            present = set(os.listdir(self.reserve_dir))
+        except FileNotFoundError:
+            try:
+                os.makedirs(self.reserve_dir, mode=0o750, exist_ok=True)
+                self._give(self.reserve_dir)
+            except OSError:
+                return 0
+            present = set()
+        except OSError:
+            return 0
+        made = 0
+        for number in range(RESERVE_CHUNKS):
+            name = "chunk.%02d" % number
+            if name in present:
+                continue
+            free = self.free_space()
+            if (free is None or free[0] < RESERVE_CHUNK + RESERVE_MIN_FREE
+                    or (free[1] is not None and free[1] < 100)):
+                break
+            try:
+                with atomic_file(os.path.join(self.reserve_dir, name), durable=False,
+                                 owner=self.owner()) as handle:
+                    os.posix_fallocate(handle.fileno(), 0, RESERVE_CHUNK)  # not a hole
+            except OSError:
+                break
+            made += 1
+        return made
 
     # --- reading (the deliverer and the admin tool) ---
 
@@ -318,8 +423,12 @@ class Spool:
             if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 return None
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, b"%d\n" % os.getpid())
+        try:
+            # Overwritten in place (fixed width), not truncated first: on a full disk the
+            # file keeps the block it has. Only `webhooks status` reads it.
+            os.pwrite(fd, b"%-19d\n" % os.getpid(), 0)
+        except OSError:
+            pass
         return fd
 
     def lock_holder(self):
