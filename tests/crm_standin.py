@@ -70,6 +70,11 @@ class CrmStandIn:
         return self.receiver.port
 
     @property
+    def server(self):
+        """The listening server, None while `down()`."""
+        return self.receiver.server
+
+    @property
     def url(self):
         return "http://127.0.0.1:%d/crm/webhook" % self.port
 

@@ -18,7 +18,7 @@ from callexchange.webhooks.deliverer import Deliverer
 from callexchange.webhooks.payload import make_record
 from callexchange.webhooks.signing import new_secret, signing_key
 from callexchange.webhooks.spool import Spool
-from conftest import config_text
+from testconfig import config_text
 from crm_standin import SECRET
 from paths import REPO
 

@@ -94,14 +94,11 @@ def status_text(config):
     import argparse
 
     parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
     cli_webhooks.register(parser.add_subparsers())
-    args = parser.parse_args(["webhooks", "status"])
-    os.environ["CALLEXCHANGE_CONFIG"] = config.path
+    args = parser.parse_args(["--config", config.path, "webhooks", "status"])
     out = io.StringIO()
-    try:
-        assert args.handler(args, out=out) == 0
-    finally:
-        del os.environ["CALLEXCHANGE_CONFIG"]
+    assert args.handler(args, out=out) == 0
     return out.getvalue()
 
 

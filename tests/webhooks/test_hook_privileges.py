@@ -22,9 +22,9 @@ import pytest
 
 from test_agi_hook import CALL, HANGUP, wait_until
 from callexchange.config import load_config
-from callexchange.sandbox.calls import run_hook
+from callexchange.sandbox.agi_peer import run_hook
 from callexchange.webhooks.spool import Spool
-from conftest import config_text
+from testconfig import config_text
 from crm_standin import SECRET, verify_request
 from paths import LIB
 

@@ -150,14 +150,11 @@ def test_the_lingering_deliverer_probes_all_along_and_sends_the_backlog_on_recov
 
 def run_deliver(config, clock, wait, *argv):
     parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
     cli_webhooks.register(parser.add_subparsers())
-    args = parser.parse_args(["webhooks", "deliver"] + list(argv))
-    os.environ["CALLEXCHANGE_CONFIG"] = config.path
+    args = parser.parse_args(["--config", config.path, "webhooks", "deliver"] + list(argv))
     out = io.StringIO()
-    try:
-        status = args.handler(args, out=out, clock=clock, wait=wait)
-    finally:
-        del os.environ["CALLEXCHANGE_CONFIG"]
+    status = args.handler(args, out=out, clock=clock, wait=wait)
     assert status == 0
     return out.getvalue()
 
