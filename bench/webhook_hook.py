@@ -14,7 +14,9 @@ In one run, against a CRM stand-in (tests/test_webhook_delivery.CrmStandIn, HTTP
    event of the run separately: it starts the deliverer);
 4. throughput: N events put in the spool while no deliverer runs, then one deliverer
    (a process of its own, as a hook starts it) drains them over one keep-alive session:
-   events/s from its start to its exit, and from its first POST to its last.
+   events/s from its start to its exit, and from its first POST to its last;
+5. as root: the hook with its state dir on a full disk (a filled tmpfs), every event
+   written into the spool's reserve.
 
 The hook runs from a copy of agi-bin/ and lib/ in a temporary directory, byte-compiled
 first as install.sh compiles its copy (the checkout's tree is left alone), and is started
@@ -131,11 +133,11 @@ class Bench:
             times.append(time.monotonic() - started)
         return times
 
-    def hook(self, event="hangup"):
+    def hook(self, event="hangup", environ=None):
         self.counter += 1
         started_wall = time.time()
         run = run_hook(event, variables(self.counter, event), hook=self.hook_path,
-                       environ=self.environ, python="")
+                       environ=environ or self.environ, python="")
         if run.returncode != 0 or run.stderr:
             raise SystemExit("the hook failed: rc=%s %s" % (run.returncode, run.stderr))
         return run, started_wall, "msg_1732700000.%012d_%s" % (self.counter, event)
@@ -149,6 +151,44 @@ class Bench:
             if pause:
                 time.sleep(pause)
         return times, starts
+
+    def full_disk_hooks(self):
+        """The hook with its state dir on a full disk: a 16 MiB tmpfs, filled up to the
+        last block, so that every event is written into the spool's reserve. Needs root
+        (mount); None without it."""
+        mount = self.base / "full-disk"
+        mount.mkdir()
+        if os.geteuid() != 0 or subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=16m", "cx-bench", str(mount)],
+                capture_output=True).returncode != 0:
+            return None
+        path = self.base / "full-disk.ini"
+        path.write_text(CONFIG.format(base=mount, url=self.crm.url, secret=SECRET))
+        environ = dict(self.environ, CALLEXCHANGE_CONFIG=str(path))
+        spool = Spool.for_state_dir(str(mount / "state"))
+        try:
+            spool.ensure()
+            spool.refill_reserve()
+            fd = os.open(str(mount / "filler"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                while os.write(fd, b"\0" * 4096):
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            self.crm.hang()  # the events stay in the spool: each one needs room
+            times = []
+            for _ in range(min(self.runs, 200)):  # the reserve holds some 250
+                run, _, _ = self.hook(environ=environ)
+                times.append(run.elapsed)
+            return times
+        finally:
+            self.crm.release()
+            pid = spool.lock_holder()
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+            subprocess.run(["umount", "-l", str(mount)], check=False)
 
     def stop_deliverer(self):
         """Kill the deliverer the hooks started (its pid is in the spool's lock file)."""
@@ -257,6 +297,10 @@ def main(argv=None):
             results["hook, CRM down"] = stats_ms(times)
             bench.stop_deliverer()
             crm.up()
+
+            full = bench.full_disk_hooks()
+            if full is not None:
+                results["hook, state disk full (written into the reserve)"] = stats_ms(full)
 
             results["backlog throughput"] = bench.throughput(args.events)
         finally:
