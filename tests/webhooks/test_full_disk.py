@@ -222,3 +222,26 @@ def test_with_the_reserve_spent_the_hook_says_so_and_leaves_nothing(tmp_path, sm
         unfill(filler)
     finally:
         pbx.kill_deliverer()
+
+
+def test_a_read_only_state_disk_costs_no_crash_and_no_duplicate(tmp_path, small_disk, crm):
+    from test_webhook_delivery import spool_event
+
+    pbx = disk_pbx(tmp_path, small_disk, crm)
+    try:
+        run_deliver(pbx.config, time.time, None)  # a spool in use: its lock file, its reserve
+        name = spool_event(pbx.spool, pbx.config, "connect", "1732700000.01", time.time())
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+        try:
+            # The hook: its event cannot be written; it says so and the call goes on.
+            run = pbx.hook("hangup", dict(HANGUP, CX_UNIQUEID="1732700000.01"))
+            assert run.returncode == 0 and "Read-only file system" in run.stderr
+            # The deliverer sends what is there, once, though it cannot remove it.
+            text = run_deliver(pbx.config, time.time, None)
+            assert "delivered 1" in text
+            assert "disk: cannot remove delivered %s: Read-only file system" % name in text
+            assert crm.ids() == ["msg_1732700000.01_connect"]
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    finally:
+        pbx.kill_deliverer()

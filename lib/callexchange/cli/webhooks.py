@@ -156,7 +156,13 @@ def webhooks_deliver(args, out=None, clock=time.time, wait=None):
         if not quiet:
             print("webhook: [webhook] url is empty; nothing is sent", file=out)
         return 0
-    lock = spool.try_lock()
+    try:
+        lock = spool.try_lock()
+    except OSError as error:
+        print("cannot take the deliverer's lock %s: %s" % (spool.lock_path,
+                                                            error.strerror or error),
+              file=sys.stderr)
+        return 1
     if lock is None:
         spool.wake(all_now=args.all_now)
         if not quiet:

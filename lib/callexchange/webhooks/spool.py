@@ -412,7 +412,14 @@ class Spool:
         import fcntl
 
         self.ensure()
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as error:
+            if error.errno != errno.EROFS:
+                raise
+            # A read-only disk: the lock still works on a read-only descriptor, and what
+            # is pending can still be sent (nothing of it can be recorded).
+            fd = os.open(self.lock_path, os.O_RDONLY)
         owner = self.owner()
         if owner is not None:
             os.fchown(fd, *owner)
