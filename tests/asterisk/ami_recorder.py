@@ -473,6 +473,15 @@ def as_the_gateway(rec):
     rec.logoff(session)
 
 
+@case("list_commands", "ListCommands: the actions the gateway's user may use (what "
+      "callexchange check reads to see the user's write privileges).")
+def list_commands(rec):
+    session = rec.session()
+    rec.login(session)
+    rec.reply(session, rec.send(session, "ListCommands"))
+    rec.logoff(session)
+
+
 @case("logoff", "Login, then Logoff: the Goodbye and the close.")
 def logoff(rec):
     session = rec.session()

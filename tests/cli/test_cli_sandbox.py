@@ -16,7 +16,7 @@ from paths import LIB
 from callexchange.cli import sandbox as cli_sandbox
 from callexchange.pbx import ami
 from callexchange.sandbox import calls as sandbox_calls
-from callexchange.sandbox import server as sandbox_module
+from callexchange.sandbox import scripting, timeline
 from callexchange.sandbox.server import Outcome
 
 USER = "callexchange"
@@ -35,7 +35,7 @@ def test_cli_parses_faults_and_outcomes():
                           ("no-banner", None), ("messagesend-error", "Message failed to send.")]
     assert args.outcome == [("4930123456", Outcome("answered", 30.0)),
                             ("*", Outcome("busy", 0.0)), ("111", Outcome("noanswer", 0.0)),
-                            ("222", Outcome("answered", sandbox_module.DEFAULT_TALK_SECONDS))]
+                            ("222", Outcome("answered", timeline.DEFAULT_TALK_SECONDS))]
     assert (args.log, args.port) == ("/tmp/x.jsonl", 0)
 
 
@@ -55,7 +55,7 @@ def test_help_documents_every_fault_and_outcome(capsys):
         cli_sandbox.main(["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for name in sandbox_module.FAULTS:
+    for name in scripting.FAULTS:
         assert name in text
     for outcome in ("answered:SECONDS", "busy", "noanswer", "failed", "--outcome DEST=OUTCOME"):
         assert outcome in text
@@ -86,7 +86,7 @@ def test_cli_process_serves_a_login_and_exits_on_sigterm(tmp_path):
         assert "listening on 127.0.0.1:%d" % port in line, line + process.stderr.read()
         settings = type("S", (), dict(host="127.0.0.1", port=port, username=USER,
                                       secret=SECRET, connect_timeout=1, timeout=2))
-        assert ami.ping(settings) == "Asterisk Call Manager/5.0.1"
+        assert ami.ping(settings) == "Asterisk Call Manager/11.0.0"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
     finally:

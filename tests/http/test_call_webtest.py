@@ -196,6 +196,7 @@ def test_agent_first_rings_the_agent_channel_then_dials_the_lead(gateway):
 def test_dial_templates_come_from_the_config(gateway):
     gateway.configure(dial={"agent_channel": "SIP/{extension}", "outbound_context": "out-x",
                             "ring_timeout": "12"})
+    gateway.sandbox.add_contexts("out-x")  # the operator's own context, on their PBX
     gateway.post(call())
     [originate] = gateway.originates()
     assert (originate["Channel"], originate["Context"], originate["Timeout"]) == \

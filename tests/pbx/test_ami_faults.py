@@ -368,7 +368,7 @@ def test_session_socket_is_closed_after_a_failed_connect_and_after_a_with_block(
 def test_ping_logs_in_pings_and_logs_off():
     with pbx() as sandbox:
         banner = ami.ping(settings(sandbox.port))
-    assert banner == "Asterisk Call Manager/5.0.1"
+    assert banner == "Asterisk Call Manager/11.0.0"
     assert action_names(sandbox) == ["Login", "Ping", "Logoff"]
 
 

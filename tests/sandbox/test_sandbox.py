@@ -74,30 +74,76 @@ def logged_in(client, events=True):
     client.banner()
     client.send(LOGIN if events else LOGIN.replace(b"\r\n\r\n", b"\r\nEvents: off\r\n\r\n"))
     assert client.message()["Message"] == "Authentication accepted"
-    if events:
-        assert client.message()["Event"] == "FullyBooted"
     return client
+
+
+def gateway_originate(action_id="O1", channel="PJSIP/2001", context="callexchange-outbound",
+                      exten="4930123456", uniqueid="1700000000.77", mode="agent_first",
+                      extension="2001", destination="4930123456", more=b""):
+    """The bytes of an Originate as the gateway sends it (its CX_ variables)."""
+    return (b"Action: Originate\r\nActionID: %s\r\nChannel: %s\r\nContext: %s\r\n"
+            b"Exten: %s\r\nPriority: 1\r\nTimeout: 30000\r\nChannelId: %s\r\n"
+            b"Async: true\r\nCallerID: %s\r\nVariable: __CX_UNIQUEID=%s\r\n"
+            b"Variable: __CX_MODE=%s\r\nVariable: __CX_EXTENSION=%s\r\n"
+            b"Variable: __CX_DESTINATION=%s\r\nVariable: __CX_ANI=12125550100\r\n%s\r\n"
+            % tuple(value.encode() if isinstance(value, str) else value for value in (
+                action_id, channel, context, exten, uniqueid, destination, uniqueid, mode,
+                extension, destination, more)))
+
+
+def events_until(client, last):
+    """The messages up to the first for which last(message) holds."""
+    seen = []
+    while True:
+        message = client.message()
+        seen.append(message)
+        if last(message):
+            return seen
+
+
+def summary(messages):
+    """(Event or Response, Channel, state or reason or cause) of each message."""
+    return [(m.get("Event") or m.get("Response"), m.get("Channel") or m.get("DestChannel"),
+             m.get("ChannelStateDesc") or m.get("DestChannelStateDesc") or m.get("Reason")
+             or m.get("Cause") or m.get("Message"))
+            for m in messages]
 
 
 # --- the wire -----------------------------------------------------------------------------
 
-def test_banner_is_asterisk_call_manager_5(pbx):
+def test_banner_is_asterisk_22s_call_manager_11(pbx):
     with socket.create_connection(("127.0.0.1", pbx.port), timeout=2) as sock:
-        assert sock.recv(4096) == b"Asterisk Call Manager/5.0.1\r\n"
+        assert sock.recv(4096) == b"Asterisk Call Manager/11.0.0\r\n"
 
 
-def test_login_is_accepted_then_fully_booted_follows(client):
+def test_login_is_accepted_and_a_read_call_user_gets_no_fully_booted(client):
     client.banner()
-    client.send(LOGIN)
-    reply, event = client.message(), client.message()
+    client.send(LOGIN + b"Action: Ping\r\nActionID: P1\r\n\r\n")
+    reply, pong = client.message(), client.message()
     assert reply.pairs == [("Response", "Success"), ("ActionID", "L1"),
                            ("Message", "Authentication accepted")]
-    assert event["Event"] == "FullyBooted" and event["Status"] == "Fully Booted"
+    assert pong["ActionID"] == "P1"
+
+
+def test_a_user_that_may_read_system_events_gets_fully_booted():
+    with Sandbox(username=USER, secret=SECRET, read="system,call") as pbx:
+        client = RawClient(pbx.port)
+        try:
+            client.banner()
+            client.send(LOGIN)
+            assert client.message()["Message"] == "Authentication accepted"
+            event = client.message()
+            assert event.pairs == [("Event", "FullyBooted"), ("Privilege", "system,all"),
+                                   ("Uptime", "1"), ("LastReload", "1"),
+                                   ("Status", "Fully Booted")]
+        finally:
+            client.close()
 
 
 def test_login_with_events_off_gets_no_events(client):
     logged_in(client, events=False)
-    client.send(b"Action: Ping\r\nActionID: P1\r\n\r\n")
+    client.send(gateway_originate() + b"Action: Ping\r\nActionID: P1\r\n\r\n")
+    assert client.message()["Message"] == "Originate successfully queued"
     assert client.message()["ActionID"] == "P1"
 
 
@@ -126,51 +172,176 @@ def test_ping_answers_pong_with_a_timestamp(client):
     assert abs(float(reply["Timestamp"]) - time.time()) < 60
 
 
-def test_originate_is_queued_and_originate_response_carries_the_channel_id(client):
+def test_agent_first_originate_response_comes_when_the_agent_answers(client):
     logged_in(client)
-    client.send(b"Action: Originate\r\nActionID: O1\r\nChannel: PJSIP/1001\r\n"
-                b"Context: callexchange-outbound\r\nExten: 4930123456\r\nPriority: 1\r\n"
-                b"Timeout: 30000\r\nChannelId: 1700000000.77\r\nAsync: true\r\n"
-                b"CallerID: \"Sales\" <442012345678>\r\n\r\n")
-    reply, event = client.message(), client.message()
-    assert reply.pairs == [("Response", "Success"), ("ActionID", "O1"),
-                           ("Message", "Originate successfully queued")]
-    assert event["Event"] == "OriginateResponse"
-    assert event["ActionID"] == "O1"
-    assert event["Response"] == "Success" and event["Reason"] == "4"
-    assert event["Uniqueid"] == "1700000000.77"
-    assert (event["Channel"], event["Context"], event["Exten"]) == (
-        "PJSIP/1001", "callexchange-outbound", "4930123456")
-    assert (event["CallerIDNum"], event["CallerIDName"]) == ("442012345678", "Sales")
+    client.send(gateway_originate())
+    messages = events_until(client, lambda m: m.get("Event") == "OriginateResponse")
+    messages += events_until(client, lambda m: m.get("Event") == "Newchannel")
+    assert summary(messages) == [
+        ("Success", None, "Originate successfully queued"),
+        ("Newchannel", "PJSIP/2001-00000000", "Down"),
+        ("DialBegin", "PJSIP/2001-00000000", "Down"),
+        ("Newstate", "PJSIP/2001-00000000", "Ringing"),
+        ("OriginateResponse", "PJSIP/2001-00000000", "4"),
+        ("Newstate", "PJSIP/2001-00000000", "Up"),
+        ("DialEnd", "PJSIP/2001-00000000", "Up"),
+        ("Newchannel", "PJSIP/trunk-00000001", "Down")]
+    response = messages[4]
+    assert response.pairs == [
+        ("Event", "OriginateResponse"), ("Privilege", "call,all"), ("ActionID", "O1"),
+        ("Response", "Success"), ("Channel", "PJSIP/2001-00000000"),
+        ("Context", "callexchange-outbound"), ("Exten", "4930123456"), ("Reason", "4"),
+        ("Uniqueid", "1700000000.77"), ("CallerIDNum", "4930123456"),
+        ("CallerIDName", "<unknown>")]
+    newchannel = messages[1]
+    assert [k for k, _ in newchannel.pairs] == [
+        "Event", "Privilege", "Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum",
+        "CallerIDName", "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode",
+        "Context", "Exten", "Priority", "Uniqueid", "Linkedid"]
+    assert newchannel["Uniqueid"] == newchannel["Linkedid"] == "1700000000.77"
+    lead = messages[-1]
+    assert lead["Linkedid"] == "1700000000.77" and lead["Uniqueid"] != "1700000000.77"
 
 
-@pytest.mark.parametrize("outcome, response, reason", [
-    ("busy", "Failure", "5"), ("noanswer", "Failure", "3"), ("failed", "Failure", "0"),
-    ("congestion", "Failure", "8"), ("answered:30", "Success", "4")])
-def test_originate_response_follows_the_outcome_chosen_for_the_destination(
-        outcome, response, reason):
-    with Sandbox(username=USER, secret=SECRET,
-                 outcomes={"+4930123456": outcome, "*": "busy"}) as pbx:
-        with ami.AmiSession("127.0.0.1", pbx.port, USER, SECRET, 1, 2) as session:
-            session.login(events=True)
-            ami.originate(session, channel="PJSIP/1001", context="c", exten="4930123456",
-                          channel_id="1700000000.5", timeout_ms=1000)
-            event = session.next_event("OriginateResponse")
-            # a destination without a rule gets the '*' rule
-            ami.originate(session, channel="PJSIP/1001", context="c", exten="111",
-                          channel_id="1700000000.6", timeout_ms=1000)
-            other = session.next_event("OriginateResponse")
-    assert (event["Response"], event["Reason"], event["Uniqueid"]) == (
-        response, reason, "1700000000.5")
-    assert (other["Reason"], other["Uniqueid"]) == ("5", "1700000000.6")
+def test_agent_first_a_busy_lead_does_not_change_the_originate_response():
+    with Sandbox(username=USER, secret=SECRET, outcomes={"4930123456": "busy"},
+                 ring_seconds=0.01) as pbx:
+        client = logged_in(RawClient(pbx.port))
+        try:
+            client.send(gateway_originate())
+            messages = events_until(client, lambda m: m.get("Event") == "Hangup"
+                                    and m["Channel"].startswith("PJSIP/2001-"))
+        finally:
+            client.close()
+    assert [(m["Response"], m["Reason"]) for m in messages
+            if m.get("Event") == "OriginateResponse"] == [("Success", "4")]
+    hangups = [(m["Channel"], m["Cause"], m["Cause-txt"]) for m in messages
+               if m.get("Event") == "Hangup"]
+    assert hangups == [("PJSIP/trunk-00000001", "17", "User busy"),
+                       ("PJSIP/2001-00000000", "16", "Normal Clearing")]
+    [dial_end] = [m for m in messages if m.get("Event") == "DialEnd"
+                  and m["DestChannel"].startswith("PJSIP/trunk")]
+    assert dial_end["DialStatus"] == "BUSY" and dial_end["Channel"] == "PJSIP/2001-00000000"
 
 
-def test_outcome_is_found_by_the_lead_channel_in_dialer_mode():
-    with Sandbox(outcomes={"4930123456": "noanswer"}) as pbx:
-        action = wire.Message([("Channel", "Local/4930123456@callexchange-outbound"),
-                              ("Exten", "1001")])
-        assert pbx.outcome_for(action) == Outcome("noanswer", 0.0)
-        assert pbx.outcome_for(wire.Message([("Exten", "999")])) == sandbox_module.DEFAULT_OUTCOME
+@pytest.mark.parametrize("agent, reason, cause", [("busy", "0", "17"), ("noanswer", "3", "19")])
+def test_agent_first_an_agent_who_does_not_answer_fails_after_the_failed_extension(
+        agent, reason, cause):
+    with Sandbox(username=USER, secret=SECRET, agents={"2001": agent}, ring_seconds=0.01,
+                 no_answer_seconds=0.05) as pbx:
+        client = logged_in(RawClient(pbx.port))
+        try:
+            client.send(gateway_originate())
+            messages = events_until(client, lambda m: m.get("Event") == "OriginateResponse")
+        finally:
+            client.close()
+    kinds = [(m.get("Event"), m.get("Channel")) for m in messages[1:]]
+    failed = kinds.index(("Hangup", "OutgoingSpoolFailed"))
+    assert kinds.index(("Newchannel", "OutgoingSpoolFailed")) < failed < len(kinds) - 1
+    response = messages[-1]
+    assert (response["Response"], response["Reason"], response["Channel"],
+            response["Uniqueid"]) == ("Failure", reason, "PJSIP/2001", "1700000000.77")
+    [hangup] = [m for m in messages if m.get("Event") == "Hangup"
+                and m["Channel"].startswith("PJSIP/2001-")]
+    assert hangup["Cause"] == cause
+
+
+@pytest.mark.parametrize("lead, reason", [("answered", "4"), ("busy", "5"), ("noanswer", "0"),
+                                          ("congestion", "8"), ("failed", "0")])
+def test_dialer_mode_the_lead_decides_the_originate_response(lead, reason):
+    with Sandbox(username=USER, secret=SECRET, outcomes={"4930123456": lead},
+                 ring_seconds=0.01, no_answer_seconds=0.05) as pbx:
+        client = logged_in(RawClient(pbx.port))
+        try:
+            client.send(gateway_originate(
+                channel="Local/4930123456@callexchange-outbound/n", exten="2001",
+                context="callexchange-agent", mode="dialer"))
+            messages = events_until(client, lambda m: m.get("Event") == "OriginateResponse")
+        finally:
+            client.close()
+    response = messages[-1]
+    assert response["Reason"] == reason
+    first = [m for m in messages if m.get("Event") == "Newchannel"][:2]
+    assert [(m["Channel"], m["Uniqueid"]) for m in first] == [
+        ("Local/4930123456@callexchange-outbound-00000000;1", "1700000000.77"),
+        ("Local/4930123456@callexchange-outbound-00000000;2", "1700000000.77;2")]
+    if lead == "answered":
+        assert (response["Response"], response["Channel"]) == (
+            "Success", "Local/4930123456@callexchange-outbound-00000000;1")
+    else:
+        assert (response["Response"], response["Channel"]) == (
+            "Failure", "Local/4930123456@callexchange-outbound/n")
+        spool = [(m["Event"], i) for i, m in enumerate(messages)
+                 if m.get("Channel") == "OutgoingSpoolFailed"]
+        assert [event for event, _ in spool] == ["Newchannel", "Hangup"]
+        assert spool[-1][1] == len(messages) - 2  # the failed extension ran, then this
+
+
+def test_a_channel_technology_asterisk_has_not_loaded_fails_with_reason_0(client):
+    logged_in(client)
+    client.send(gateway_originate(channel="SIP/2001"))
+    messages = events_until(client, lambda m: m.get("Event") == "OriginateResponse")
+    assert summary(messages) == [
+        ("Success", None, "Originate successfully queued"),
+        ("Newchannel", "OutgoingSpoolFailed", "Down"),
+        ("Hangup", "OutgoingSpoolFailed", "Down"),
+        ("OriginateResponse", "SIP/2001", "0")]
+    assert messages[-1]["Response"] == "Failure"
+    assert messages[2]["Context"] == "callexchange-outbound" and messages[2]["Exten"] == "failed"
+
+
+def test_a_channelid_in_use_fails_the_second_originate(client):
+    logged_in(client)
+    client.send(gateway_originate() + gateway_originate(action_id="O2"))
+    messages = events_until(client, lambda m: m.get("Event") == "OriginateResponse")
+    assert [m["Message"] for m in messages if m.get("Response") == "Success"
+            and not m.get("Event")] == ["Originate successfully queued"] * 2
+    response = messages[-1]
+    assert (response["ActionID"], response["Response"], response["Reason"],
+            response["Channel"]) == ("O2", "Failure", "0", "PJSIP/2001")
+
+
+def test_originate_into_a_context_the_dialplan_lacks_is_refused_at_once(client):
+    logged_in(client)
+    client.send(gateway_originate(context="no-such-context") +
+                gateway_originate(action_id="O2", context="callexchange-outbound", exten="h"))
+    assert client.message().pairs == [("Response", "Error"), ("ActionID", "O1"),
+                                      ("Message", "Extension does not exist.")]
+    assert client.message()["Message"] == "Extension does not exist."
+
+
+def test_every_read_call_session_gets_every_originate_response(pbx):
+    sessions = [logged_in(RawClient(pbx.port)) for _ in range(2)]
+    quiet = logged_in(RawClient(pbx.port), events=False)
+    try:
+        sessions[0].send(gateway_originate())
+        for session in sessions:
+            response = events_until(session,
+                                    lambda m: m.get("Event") == "OriginateResponse")[-1]
+            assert response["ActionID"] == "O1" and response["Reason"] == "4"
+        quiet.send(b"Action: Ping\r\nActionID: P9\r\n\r\n")
+        assert quiet.message()["ActionID"] == "P9"  # nothing came before the Pong
+    finally:
+        for session in sessions + [quiet]:
+            session.close()
+
+
+def test_a_synchronous_originate_is_answered_once_the_first_leg_answered_or_failed():
+    with Sandbox(username=USER, secret=SECRET, agents={"2002": "busy"},
+                 ring_seconds=0.05) as pbx:
+        client = logged_in(RawClient(pbx.port), events=False)
+        try:
+            started = time.monotonic()
+            client.send(gateway_originate().replace(b"Async: true\r\n", b""))
+            assert client.message()["Message"] == "Originate successfully queued"
+            assert time.monotonic() - started >= 0.05
+            client.send(gateway_originate(action_id="O2", channel="PJSIP/2002",
+                                          extension="2002", uniqueid="1700000000.78")
+                        .replace(b"Async: true\r\n", b""))
+            assert client.message().pairs == [("Response", "Error"), ("ActionID", "O2"),
+                                              ("Message", "Originate failed")]
+        finally:
+            client.close()
 
 
 @pytest.mark.parametrize("headers, message", [
@@ -178,6 +349,12 @@ def test_outcome_is_found_by_the_lead_channel_in_dialer_mode():
     (b"Channel: nonsense\r\nContext: c\r\nExten: 1\r\n", "Invalid channel"),
     (b"Channel: PJSIP/1\r\nContext: c\r\nExten: 1\r\nPriority: x\r\n", "Invalid priority"),
     (b"Channel: PJSIP/1\r\nContext: c\r\nExten: 1\r\nTimeout: soon\r\n", "Invalid timeout"),
+    (b"Channel: PJSIP/1\r\nChannelId: " + b"1" * 150 + b"\r\n",
+     "Uniqueid length exceeds maximum of 149"),
+    (b"Channel: PJSIP/1\r\nApplication: System\r\nData: rm -rf /\r\nAsync: true\r\n",
+     "Originate Access Forbidden: app or data blacklisted"),
+    (b"Channel: PJSIP/1\r\nContext: callexchange-outbound\r\nExten: 1\r\n",
+     "Originate with 'Exten' requires 'Context' and 'Priority'"),
 ])
 def test_invalid_originate_is_refused_like_asterisk(client, headers, message):
     logged_in(client, events=False)
@@ -193,6 +370,15 @@ def test_messagesend_is_sent(client):
                                       ("Message", "Message successfully sent")]
 
 
+def test_messagesend_to_a_technology_asterisk_has_not_loaded_is_refused(client):
+    logged_in(client)
+    client.send(b"Action: MessageSend\r\nActionID: M1\r\nTo: sip:1001\r\nBody: hi\r\n\r\n"
+                b"Action: MessageSend\r\nActionID: M2\r\nBody: hi\r\n\r\n")
+    assert client.message().pairs == [("Response", "Error"), ("ActionID", "M1"),
+                                      ("Message", "Message technology not found.")]
+    assert client.message()["Message"] == "No 'To' address specified."
+
+
 def test_logoff_says_goodbye_and_closes(client):
     logged_in(client)
     client.send(b"Action: Logoff\r\nActionID: G1\r\n\r\n")
@@ -201,11 +387,54 @@ def test_logoff_says_goodbye_and_closes(client):
     assert client.closed()
 
 
-def test_unknown_action_is_invalid_unknown_command(client):
+def test_unknown_and_ungranted_actions_get_asterisks_two_answers(client):
     logged_in(client)
-    client.send(b"Action: Command\r\nActionID: X1\r\nCommand: core show version\r\n\r\n")
-    assert client.message().pairs == [("Response", "Error"), ("ActionID", "X1"),
-                                      ("Message", "Invalid/unknown command")]
+    client.send(b"Action: Frobnicate\r\nActionID: X1\r\n\r\n"
+                b"Action: Command\r\nActionID: X2\r\nCommand: core show version\r\n\r\n")
+    assert client.message().pairs == [
+        ("Response", "Error"), ("ActionID", "X1"),
+        ("Message", "Invalid/unknown command: Frobnicate. Use Action: ListCommands to show "
+                    "available commands.")]
+    assert client.message().pairs == [("Response", "Error"), ("ActionID", "X2"),
+                                      ("Message", "Permission denied")]
+
+
+def test_a_user_without_a_privilege_may_not_use_its_actions():
+    with Sandbox(username=USER, secret=SECRET, write="originate") as pbx:
+        client = logged_in(RawClient(pbx.port))
+        try:
+            client.send(b"Action: MessageSend\r\nActionID: M1\r\nTo: pjsip:1\r\nBody: x\r\n\r\n"
+                        b"Action: ListCommands\r\nActionID: L2\r\n\r\n")
+            assert client.message()["Message"] == "Permission denied"
+            listing = client.message()
+        finally:
+            client.close()
+    assert "Originate" in listing and "MessageSend" not in listing
+    assert listing["Originate"] == "Originate a call.  (Priv: originate,all)"
+
+
+def test_events_action_turns_events_on_and_off(client):
+    logged_in(client, events=False)
+    client.send(b"Action: Events\r\nActionID: E1\r\nEventMask: on\r\n\r\n")
+    assert client.message().pairs == [("Response", "Success"), ("ActionID", "E1"),
+                                      ("Events", "On")]
+    client.send(gateway_originate())
+    assert client.message()["Message"] == "Originate successfully queued"
+    assert client.message()["Event"] == "Newchannel"
+
+
+def test_split_replies_fault_cuts_every_message_and_the_client_still_reads_them():
+    with Sandbox(username=USER, secret=SECRET, faults=["split-replies"]) as pbx:
+        settings = type("S", (), dict(host="127.0.0.1", port=pbx.port, username=USER,
+                                      secret=SECRET, connect_timeout=1, timeout=2))
+        assert ami.ping(settings) == "Asterisk Call Manager/11.0.0"
+        # The pieces leave 2 ms apart: a reader that is not descheduled for longer sees
+        # the banner arrive in parts (one connection in three is enough to show it).
+        firsts = []
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", pbx.port), timeout=2) as sock:
+                firsts.append(len(sock.recv(4096)))
+        assert min(firsts) < len(b"Asterisk Call Manager/11.0.0\r\n"), firsts
 
 
 # --- the record of what was sent -----------------------------------------------------------
@@ -215,7 +444,8 @@ def test_actions_record_every_header_in_order_with_the_secret_masked(pbx):
     ami.place_call(
         type("S", (), dict(host="127.0.0.1", port=pbx.port, username=USER, secret=SECRET,
                            connect_timeout=1, timeout=2)),
-        dict(channel="PJSIP/1001", context="c", exten="4930123456", variables=variables,
+        dict(channel="PJSIP/1001", context="callexchange-outbound", exten="4930123456",
+             variables=variables,
              channel_id="1700000000.9", timeout_ms=30000))
     login, originate, logoff = pbx.actions
     assert (login.action, originate.action, logoff.action) == ("Login", "Originate", "Logoff")
@@ -256,22 +486,6 @@ def test_stop_closes_held_connections_and_joins_its_threads():
     finally:
         raw.close()
         pbx.stop()
-
-
-def test_on_originate_is_the_hook_for_playing_calls():
-    class Player(Sandbox):
-        def on_originate(self, action):
-            events = super().on_originate(action)
-            hangup = [("Event", "Hangup"), ("Uniqueid", action.uniqueid)]
-            return events + [(self.response_delay + 0.05, hangup)]
-
-    with Player(username=USER, secret=SECRET) as pbx:
-        with ami.AmiSession("127.0.0.1", pbx.port, USER, SECRET, 1, 2) as session:
-            session.login(events=True)
-            ami.originate(session, channel="PJSIP/1", context="c", exten="1",
-                          channel_id="1700000000.3", timeout_ms=1000)
-            assert session.next_event("OriginateResponse")["Uniqueid"] == "1700000000.3"
-            assert session.next_event("Hangup")["Uniqueid"] == "1700000000.3"
 
 
 # --- scripting it through its API (the tests' AMI double) ----------------------------------
@@ -340,9 +554,10 @@ def test_the_sandbox_modules_keep_no_state_of_their_own():
     tests) never share a record, a fault or a call."""
     import types
 
-    from callexchange.sandbox import agi_peer, calls, server
+    from callexchange.sandbox import (agi_peer, asterisk_actions, calls, dialplan, scripting,
+                                      server, timeline)
 
-    for module in (server, calls, agi_peer):
+    for module in (server, calls, agi_peer, asterisk_actions, dialplan, scripting, timeline):
         for name, value in vars(module).items():
             if name.startswith("__") or isinstance(value, (types.ModuleType, type,
                                                            types.FunctionType)):

@@ -36,7 +36,8 @@ class Pbx:
 
     def __init__(self, tmp_path, crm, carrier_cache, outcomes):
         self.sandbox = Sandbox(host="127.0.0.1", port=0, username=AMI_USERNAME,
-                               secret=AMI_SECRET, outcomes=outcomes, ring_seconds=0.05).start()
+                               secret=AMI_SECRET, outcomes=outcomes, ring_seconds=0.05,
+                               no_answer_seconds=0.1).start()
         path = tmp_path / "callexchange.ini"
         path.write_text(config_text(tmp_path, self.sandbox.port, dial={"dedupe_seconds": "0"},
                                     webhook={"url": crm.url, "secret": SECRET,
@@ -151,15 +152,20 @@ def test_outcomes_are_chosen_per_destination(make_pbx, crm):
     assert "msg_%s_connect" % second in by_id
 
 
-def test_a_sandbox_without_config_plays_no_calls(tmp_path):
+def test_a_sandbox_without_config_plays_the_events_but_no_hooks_or_recording(tmp_path, capsys):
     with Sandbox(username=AMI_USERNAME, secret=AMI_SECRET, hook=str(tmp_path / "no-hook"),
-                 ring_seconds=0) as pbx:
+                 ring_seconds=0, outcomes={LEAD: "answered:0"}) as pbx:
         with ami.AmiSession("127.0.0.1", pbx.port, AMI_USERNAME, AMI_SECRET, 1, 2) as session:
-            session.login()
+            session.login(events=True)
             ami.originate(session, channel="PJSIP/2001", context="callexchange-outbound",
-                          exten=LEAD, channel_id="1700000000.8", timeout_ms=1000)
-        assert pbx.calls_in_progress() == 0
-        assert pbx.wait_for_calls(0)
+                          exten=LEAD, channel_id="1700000000.8", timeout_ms=1000,
+                          variables=[("__CX_UNIQUEID", "1700000000.8")])
+            assert session.next_event("OriginateResponse")["Reason"] == "4"
+            hangup = session.next_event("Hangup")
+        assert pbx.wait_for_calls(5)
+    assert hangup["Linkedid"] == "1700000000.8"
+    assert "no hook" not in capsys.readouterr().err  # no hook was even looked for
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_missing_hook_is_reported_and_the_recording_still_written(make_pbx, crm, capsys):

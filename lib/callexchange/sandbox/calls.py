@@ -1,21 +1,17 @@
-"""The sandbox PBX plays whole calls (SPEC §9): the hooks, the recording, as Asterisk would.
+"""The sandbox PBX plays whole calls (SPEC §9): the AMI events, the hooks and the recording,
+as Asterisk and the project's dialplan would.
 
-After an accepted Originate, a Sandbox's `CallPlayer` plays the outcome chosen for the
-destination in a thread, the way the dialplan of asterisk/extensions_callexchange.conf
-would:
-
-* answered (talking N seconds): after a short ring (the Sandbox's `ring_seconds`), the
-  connect hook runs; a real WAV (8 kHz, 16-bit mono, a quiet 400 Hz tone) is written while
-  the call lasts under `[recordings] root`/YYYY/MM/DD/ with the FreePBX name
-  `out-<dst>-<src>-<YYYYMMDD>-<HHMMSS>-<uniqueid>.wav` (the time is the call's, from its
-  uniqueid, as the dialplan names it); then the hangup hook runs with DIALSTATUS=ANSWER
-  and ANSWEREDTIME = N rounded to whole seconds;
-* busy, noanswer, failed, congestion: the Originate fails, so Asterisk runs the `failed`
-  extension: the hangup hook runs with REASON = the OriginateResponse reason code, which
-  makes duration 0 and the matching disposition.
-
-The hooks are the real hook script run over pipes by `agi_peer.run_hook`, so a sandbox
-call goes through the same hook, spool and deliverer as a real one.
+A Sandbox's `CallPlayer` plays each accepted Originate in a thread of its own, step by
+step as `timeline.plan_call` laid it out: it waits while phones ring (cut short when
+the call is hung up), hands each AMI event to the Sandbox to broadcast, stamps the
+moments the dialplan stamps (CX_CONNECTED_AT, CX_ENDED_AT), runs the real hook
+(`agi-bin/callexchange-webhook.agi`, over pipes by `agi_peer.run_hook`) with the
+channel variables the dialplan would give it, and while the call talks writes a real
+WAV (8 kHz, 16-bit mono, a quiet 400 Hz tone) under `[recordings] root`/YYYY/MM/DD/ with
+the FreePBX name `out-<dst>-<src>-<YYYYMMDD>-<HHMMSS>-<uniqueid>.wav` (the time is the
+call's, from its uniqueid, as the dialplan names it). So a sandbox call goes through the
+same hook, spool and deliverer as a real one. Without a gateway config (a bare AMI test
+double) the events are played, the hooks and recordings are not.
 """
 
 import array
@@ -25,7 +21,6 @@ import sys
 import threading
 import time
 import wave
-from types import MappingProxyType
 
 from callexchange.sandbox.agi_peer import DEFAULT_HOOK, agi_environment, run_hook
 
@@ -34,20 +29,41 @@ DEFAULT_RING_SECONDS = 0.2
 MAX_RECORDING_SECONDS = 600
 SAMPLE_RATE = 8000
 
-# OriginateResponse Reason per failed outcome (as sandbox.OUTCOMES): the REASON variable
-# Asterisk sets on the `failed` extension's channel.
-_FAILED_REASON = MappingProxyType({"busy": "5", "noanswer": "3", "failed": "0",
-                                   "congestion": "8"})
+
+def split_variable_header(value):
+    """One Originate `Variable:` header as Asterisk reads it: split on commas outside
+    double quotes, quotes removed (AST_STANDARD_APP_ARGS), each part `name=value`.
+
+    >>> split_variable_header('A=1,B=2')
+    [('A', '1'), ('B', '2')]
+    >>> split_variable_header('CHANNEL(hangup_handler_push)="ctx,s,1"')
+    [('CHANNEL(hangup_handler_push)', 'ctx,s,1')]
+    """
+    parts, current, quoted = [], [], False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    pairs = []
+    for part in parts:
+        name, equals, text = part.partition("=")
+        if equals and name.strip():
+            pairs.append((name.strip(), text))
+    return pairs
 
 
 def call_variables(action):
-    """The CX_* channel variables of an Originate (its `Variable: __CX_X=value` headers)."""
+    """The channel variables of an Originate (its `Variable` headers), names without the
+    inheritance underscores: {'CX_UNIQUEID': ..., 'CX_MODE': ...}."""
     variables = {}
     for header in action.get_all("Variable"):
-        for assignment in header.split(","):
-            name, equals, value = assignment.partition("=")
-            if equals:
-                variables[name.strip().lstrip("_")] = value
+        for name, value in split_variable_header(header):
+            variables[name.lstrip("_")] = value
     return variables
 
 
@@ -113,33 +129,63 @@ def record_call(path, seconds, stop=None, chunk_seconds=0.1):
     return min(seconds, time.monotonic() - started)
 
 
+def _substituted(value, state):
+    """'${NAME}' replaced by the call's state (stamps, the recording, the talk time)."""
+    if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+        return str(state.get(value[2:-1], ""))
+    return value
+
+
 class CallPlayer:
     """The calls one Sandbox is playing, each in a thread of its own. Nothing is shared
     between players: each Sandbox owns one.
 
-    `play` starts a call; `hang_up_all` ends every call in progress at once (a call that
-    was answered still runs its hangup hook, with the time it talked) and waits for them;
-    `wait` waits for the calls to end by themselves."""
+    `play` starts a call; `hang_up_all` ends every call in progress at once (the rest of
+    each call plays without waiting: its hangup events and hooks still come, an answered
+    call's with the time it talked) and waits for them; `wait` waits for the calls to end
+    by themselves; `in_use` says whether a uniqueid is a channel of a call in progress."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._threads = []
+        self._uniqueids = {}
         self._hang_up = threading.Event()
 
-    def play(self, config, action, outcome, hook=None, ring_seconds=DEFAULT_RING_SECONDS):
-        """Play an accepted Originate's call (see the module docstring) with the gateway
-        `config` (recordings root, the hook's CALLEXCHANGE_CONFIG). `action` is the
-        Originate (a wire.Message with the call's `uniqueid`). Returns the thread."""
+    def play(self, steps, uniqueid, emit, variables=None, config=None, hook=None,
+             result=None):
+        """Play `steps` (timeline.plan_call) in a thread. `emit(pairs)` broadcasts an AMI
+        event; `variables`: the call's channel variables (`call_variables`), which the
+        hooks read; `config`: the gateway Config (the hook's CALLEXCHANGE_CONFIG, the
+        recordings root), None to play the events only; `result(answered)` learns the
+        first leg's fate (a synchronous Originate, whose OriginateResponse is then not
+        sent)."""
         with self._lock:
             hang_up = self._hang_up
-            thread = threading.Thread(
-                target=_play, args=(config, action, outcome, hook or DEFAULT_HOOK,
-                                    ring_seconds, hang_up),
-                daemon=True, name="sandbox-call-%s" % action.uniqueid)
+            call = _Call(steps, uniqueid, emit, named_recording(variables or {}), config,
+                         hook or DEFAULT_HOOK, result, hang_up)
+            thread = threading.Thread(target=self._run, args=(call,), daemon=True,
+                                      name="sandbox-call-%s" % uniqueid)
             self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
+            self._uniqueids[uniqueid] = self._uniqueids.get(uniqueid, 0) + 1
         thread.start()
         return thread
+
+    def _run(self, call):
+        try:
+            call.run()
+        finally:
+            with self._lock:
+                left = self._uniqueids.get(call.uniqueid, 1) - 1
+                if left:
+                    self._uniqueids[call.uniqueid] = left
+                else:
+                    self._uniqueids.pop(call.uniqueid, None)
+
+    def in_use(self, uniqueid):
+        """True while a call whose first channel has this uniqueid is being played."""
+        with self._lock:
+            return uniqueid in self._uniqueids
 
     def in_progress(self):
         """How many calls are being played right now."""
@@ -156,34 +202,89 @@ class CallPlayer:
         return not any(thread.is_alive() for thread in threads)
 
     def hang_up_all(self, timeout=10.0):
-        """Hang up every call in progress now and wait for their hooks. Calls started
-        later play normally. True if all ended within `timeout`."""
+        """Hang up every call in progress now and wait for them. Calls started later
+        play normally. True if all ended within `timeout`."""
         with self._lock:
             self._hang_up.set()
             self._hang_up = threading.Event()
         return self.wait(timeout)
 
 
-def _play(config, action, outcome, hook, ring, stop):
-    variables = call_variables(action)
-    variables.setdefault("CX_UNIQUEID", action.uniqueid)
-    uniqueid = variables["CX_UNIQUEID"]
-    destination = variables.get("CX_DESTINATION") or action.get("Exten") or ""
-    extension = variables.get("CX_EXTENSION") or ""
-    environ = dict(os.environ)
-    if getattr(config, "path", None):
-        environ["CALLEXCHANGE_CONFIG"] = str(config.path)
-    channel = action.get("Channel") or "PJSIP/unknown"
-    context = action.get("Context") or "callexchange-outbound"
+class _Call:
+    """One call being played (see CallPlayer.play)."""
 
-    def hook_run(event, extra, environment):
-        if not os.path.exists(hook):
-            sys.stderr.write("sandbox: no hook at %s; %s of %s not run\n"
-                             % (hook, event, uniqueid))
+    def __init__(self, steps, uniqueid, emit, variables, config, hook, result, hang_up):
+        self.steps = steps
+        self.uniqueid = uniqueid
+        self.emit = emit
+        self.config = config
+        self.hook = hook
+        self.result = result
+        self.hang_up = hang_up
+        # The channel variables as the hooks read them; stamps and the talk time join.
+        self.state = dict(variables)
+
+    def run(self):
+        for step in self.steps:
+            try:
+                getattr(self, "on_" + step.kind)(*step.args)
+            except Exception as error:  # a sandbox bug must not end the call quietly
+                sys.stderr.write("sandbox: call %s, step %s failed: %r\n"
+                                 % (self.uniqueid, step.kind, error))
+
+    def on_wait(self, seconds):
+        self.hang_up.wait(max(0.0, seconds))
+
+    def on_event(self, pairs):
+        self.emit(pairs)
+
+    def on_response(self, pairs):
+        if self.result is None:
+            self.emit(pairs)
+
+    def on_result(self, answered):
+        if self.result is not None:
+            self.result(answered)
+
+    def on_stamp(self, name):
+        self.state[name] = "%.3f" % time.time()
+
+    def on_talk(self, seconds, recording):
+        recording = _substituted(recording, self.state)
+        talked = seconds
+        if self.config is not None and recording:
+            try:
+                talked = record_call(os.path.join(self.config.recordings.root, recording),
+                                     seconds, self.hang_up)
+            except OSError as error:
+                sys.stderr.write("sandbox: cannot write the recording of %s: %s\n"
+                                 % (self.uniqueid, error))
+                started = time.monotonic()
+                self.hang_up.wait(seconds)
+                talked = min(seconds, time.monotonic() - started)
+        else:
+            started = time.monotonic()
+            self.hang_up.wait(seconds)
+            talked = min(seconds, time.monotonic() - started)
+        self.state["ANSWEREDTIME"] = int(talked + 0.5)
+
+    def on_hook(self, event, extra, environment):
+        if self.config is None:
             return
+        variables = dict(self.state)
+        variables.update((name, _substituted(value, self.state))
+                         for name, value in extra.items())
+        uniqueid = variables.get("CX_UNIQUEID") or self.uniqueid
+        if not os.path.exists(self.hook):
+            sys.stderr.write("sandbox: no hook at %s; %s of %s not run\n"
+                             % (self.hook, event, uniqueid))
+            return
+        environ = dict(os.environ)
+        if getattr(self.config, "path", None):
+            environ["CALLEXCHANGE_CONFIG"] = str(self.config.path)
         try:
-            run = run_hook(event, dict(variables, **extra), hook=hook, environ=environ,
-                           environment=environment)
+            run = run_hook(event, variables, hook=self.hook, environ=environ,
+                           environment=agi_environment(event, uniqueid, **environment))
         except (OSError, subprocess.SubprocessError) as error:
             sys.stderr.write("sandbox: hook %s of %s failed: %s\n" % (event, uniqueid, error))
             return
@@ -191,23 +292,13 @@ def _play(config, action, outcome, hook, ring, stop):
             sys.stderr.write("sandbox: hook %s of %s: rc=%s %s\n"
                              % (event, uniqueid, run.returncode, run.stderr.strip()))
 
-    stop.wait(ring)
-    if outcome.kind != "answered":
-        hook_run("hangup", {"REASON": _FAILED_REASON.get(outcome.kind, "0")},
-                 agi_environment("hangup", uniqueid, channel="OutgoingSpoolFailed",
-                                 context=context, extension="failed"))
-        return
-    relative = recording_path(uniqueid, destination, extension)
-    variables["CX_RECORDING"] = relative
-    hook_run("connect", {}, agi_environment("connect", uniqueid, channel=channel,
-                                             context="callexchange-lead-answered"))
-    talked = outcome.seconds
-    try:
-        talked = record_call(os.path.join(config.recordings.root, relative), outcome.seconds,
-                             stop)
-    except OSError as error:
-        sys.stderr.write("sandbox: cannot write the recording of %s: %s\n" % (uniqueid, error))
-        stop.wait(outcome.seconds)
-    hook_run("hangup", {"DIALSTATUS": "ANSWER", "ANSWEREDTIME": str(int(talked + 0.5)),
-                        "HANGUPCAUSE": "16"},
-             agi_environment("hangup", uniqueid, channel=channel, context="callexchange-hangup"))
+
+def named_recording(variables):
+    """The call's channel variables as the dialplan has them once it named the recording
+    (CX_RECORDING, from the call's uniqueid, destination and extension)."""
+    variables = dict(variables)
+    if variables.get("CX_UNIQUEID"):
+        variables["CX_RECORDING"] = recording_path(variables["CX_UNIQUEID"],
+                                                   variables.get("CX_DESTINATION", ""),
+                                                   variables.get("CX_EXTENSION", ""))
+    return variables

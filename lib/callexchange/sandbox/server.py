@@ -1,24 +1,36 @@
-"""The sandbox PBX: a stand-in for Asterisk that speaks the real AMI wire protocol.
+"""The sandbox PBX: a stand-in for Asterisk 22 that speaks the real AMI wire protocol.
 
 `callexchange sandbox` (its command line: `cli/sandbox.py`) runs it on the `[ami]` host
 and port of the config, so the gateway needs no change to use it; CRM developers test
 against it without dialing anyone. The project's tests use the same class (`Sandbox`) as
 their AMI test double, through its public API only: scripted faults (no banner, refused
 login, Originate refused, dropped connection, slow answers...) with `inject` and
-`clear_faults`, outcomes with `set_outcome`, `reset()` between tests, and `actions`, the
-record of everything the gateway sent.
+`clear_faults`, outcomes with `set_outcome` and `set_agent`, `reset()` between tests, and
+`actions`, the record of everything the gateway sent.
 
-What it answers, as Asterisk does (every reply echoes the ActionID):
+It answers as a real Asterisk 22.10.1 answers the gateway's AMI user (`read = call`,
+`write = originate,message`; checked against transcripts of one by
+tests/sandbox/test_sandbox_conformance.py), every reply echoing the ActionID:
 
-* on connect, the banner `Asterisk Call Manager/5.0.1`;
-* Login: `Authentication accepted` and, unless the login said `Events: off`, a
-  `FullyBooted` event; a wrong username or secret gets `Authentication failed` and the
-  connection is closed, as Asterisk closes it;
-* Ping, MessageSend, Logoff (`Goodbye`, then close), and `Invalid/unknown command`;
-* Originate: checked (Channel, Context/Exten or Application, Priority, Timeout), answered
-  `Originate successfully queued`, then the call is played by `Sandbox.on_originate`,
-  which by default sends the `OriginateResponse` event for the outcome chosen for the
-  destination (answered, busy, no answer, failed, congestion).
+* on connect, the banner `Asterisk Call Manager/11.0.0`;
+* Login: `Authentication accepted` (FullyBooted only to a user that may read `system`
+  events); a wrong username or secret gets `Authentication failed` (after
+  `login_failure_delay`; Asterisk waits a second) and the connection is closed;
+* Ping, ListCommands (the actions the user may use), Events, MessageSend (`Message
+  technology not found.` unless the To is pjsip:), Logoff (`Goodbye`, then close); an
+  action Asterisk does not have is `Invalid/unknown command: <name>. Use Action:
+  ListCommands to show available commands.`, one the user may not use `Permission
+  denied`;
+* Originate: checked in Asterisk's order (Uniqueid length, Channel, Priority, Timeout,
+  the channel's form, forbidden applications, then `Extension does not exist.` unless
+  Context/Exten is in the dialplan), then `Originate successfully queued`; the call is
+  then played (`timeline.plan_call`, `calls.CallPlayer`) and its events go to every
+  session that may read call events: Newchannel, Newstate, DialBegin, DialEnd, Hangup,
+  and the OriginateResponse when the first leg answers (its channel name, Reason 4) or,
+  once the `failed` extension ran, fails (the dial string, Asterisk's Reason). A channel
+  technology Asterisk has not loaded, or the ChannelId of a live channel, fails the call
+  that way. A synchronous Originate (no `Async: true`) is answered once the first leg
+  answered (`Originate successfully queued`) or failed (`Originate failed`).
 
     >>> with Sandbox(username="cx", secret="pw") as pbx:
     ...     from callexchange.pbx.ami import AmiSession
@@ -34,147 +46,61 @@ import socket
 import sys
 import threading
 import time
-from collections import namedtuple
 from types import MappingProxyType
 
-from callexchange.pbx.wire import encode_message, MessageParser
-from callexchange.sandbox.calls import DEFAULT_RING_SECONDS, CallPlayer
+from callexchange.pbx.wire import MessageParser, encode_message
+from callexchange.sandbox.asterisk_actions import ACTIONS
+from callexchange.sandbox.calls import DEFAULT_RING_SECONDS, CallPlayer, call_variables
+from callexchange.sandbox.dialplan import Dialplan, message_technology_loaded
+from callexchange.sandbox.scripting import (FAULTS, agent_table, check_fault, fault_table,  # noqa: F401
+                                            normalise_destination, outcome_table, parse_fault)
+from callexchange.sandbox.timeline import (DEFAULT_OUTCOME, Outcome, Request,  # noqa: F401
+                                           caller_id_parts, plan_call)
 
-BANNER = b"Asterisk Call Manager/5.0.1\r\n"
-
-# fault name -> (argument: None | "SECONDS" | "MESSAGE", default argument, help)
-FAULTS = MappingProxyType({
-    "no-banner": (None, None, "accept the connection, send nothing, keep it open"),
-    "close-on-accept": (None, None, "accept the connection, then close it at once"),
-    "silent-after-banner": (None, None, "send the banner, then read but never answer"),
-    "refuse-login": (None, None, "answer every Login 'Authentication failed' and hang up"),
-    "slow-login": ("SECONDS", None, "answer Login only after SECONDS"),
-    "slow-originate": ("SECONDS", None, "answer Originate only after SECONDS"),
-    "slow-messagesend": ("SECONDS", None, "answer MessageSend only after SECONDS"),
-    "originate-error": ("MESSAGE", "Permission denied",
-                        "answer Originate 'Response: Error' with MESSAGE "
-                        "(default: Permission denied), e.g. 'Extension does not exist.'"),
-    "drop-mid-reply": (None, None, "send half of the Originate reply, then close"),
-    "goodbye-no-close": (None, None,
-                         "answer Originate 'Response: Goodbye' and keep the socket open, silent"),
-    "chanvariable-event": (None, None,
-                           "before the Originate reply, an event with "
-                           "'ChanVariable(CDR(foo)): bar' style headers"),
-    "status-will-follow-event": (None, None,
-                                 "before the Originate reply, an event with "
-                                 "'CallerIDName: status will follow'"),
-    "events-before-reply": (None, None,
-                            "before the Originate reply, Newchannel/VarSet/Newstate events "
-                            "and replies carrying other ActionIDs"),
-    "messagesend-error": ("MESSAGE", "Message failed to send.",
-                          "answer MessageSend 'Response: Error' with MESSAGE"),
-})
-
-# outcome kind -> (OriginateResponse Response, Reason): Asterisk's AST_CONTROL_* codes.
-OUTCOMES = MappingProxyType({
-    "answered": ("Success", 4),
-    "busy": ("Failure", 5),
-    "noanswer": ("Failure", 3),
-    "failed": ("Failure", 0),
-    "congestion": ("Failure", 8),
-})
-
-Outcome = namedtuple("Outcome", "kind seconds")
-Outcome.__doc__ = "How a sandbox call ends: `kind` (see OUTCOMES), `seconds` talked."
-
-DEFAULT_OUTCOME = Outcome("answered", 5.0)
-DEFAULT_TALK_SECONDS = 5.0
+AMI_VERSION = "11.0.0"
+BANNER = b"Asterisk Call Manager/%s\r\n" % AMI_VERSION.encode()
+# The gateway's AMI user (asterisk/manager_callexchange.conf): what a Sandbox grants.
+GATEWAY_READ = "call"
+GATEWAY_WRITE = "originate,message"
+# AST_MAX_PUBLIC_UNIQUEID: the longest ChannelId an Originate may give.
+MAX_CHANNEL_ID = 149
 
 _POLL = 0.1
+# Between the pieces of a message under the split-replies fault, so that they leave as
+# separate TCP segments.
+_SPLIT_PAUSE = 0.002
 _SECRET_HEADERS = ("secret", "key")
+_ACTIONS = MappingProxyType({name.lower(): (name, synopsis, privilege)
+                             for name, synopsis, privilege in ACTIONS})
+# Asterisk refuses these applications (anywhere in the name, any case) and functions (in
+# the data, exact case) in an Originate unless the user may write `system`.
+_SYSTEM_APPS = ("agi", "dbdeltree", "exec", "externalivr", "mixmonitor", "originate",
+                "reload", "system", "queue")
+_SYSTEM_FUNCTIONS = ("CURL", "DB", "EVAL", "FILE", "ODBC", "REALTIME", "SHELL")
 
 
-def parse_fault(text):
-    """'slow-login=2' -> ('slow-login', 2.0); 'no-banner' -> ('no-banner', None).
-    Raises ValueError for an unknown fault or a wrong argument."""
-    name, equals, argument = text.partition("=")
-    name = name.strip()
-    return check_fault(name, argument if equals else None)
+def privilege_classes(text):
+    """'originate, message' -> {'originate', 'message'}."""
+    return {part.strip().lower() for part in (text or "").split(",") if part.strip()}
 
 
-def check_fault(name, argument=None):
-    """(name, argument) validated: SECONDS become a float, MESSAGE gets its default."""
-    if name not in FAULTS:
-        raise ValueError("unknown fault %r (known: %s)" % (name, ", ".join(FAULTS)))
-    kind, default, _ = FAULTS[name]
-    if kind is None:
-        if argument not in (None, ""):
-            raise ValueError("fault %s takes no argument" % name)
-        return name, None
-    if kind == "SECONDS":
-        try:
-            seconds = float(argument)
-        except (TypeError, ValueError):
-            raise ValueError("fault %s needs SECONDS, e.g. %s=2" % (name, name)) from None
-        if not 0 <= seconds <= 3600:
-            raise ValueError("fault %s: SECONDS must be between 0 and 3600" % name)
-        return name, seconds
-    argument = default if argument in (None, "") else str(argument)
-    if any(c in argument for c in "\r\n\0"):
-        raise ValueError("fault %s: MESSAGE must be one line" % name)
-    return name, argument
+def may_use(privilege, write):
+    """Whether a user with `write` classes may use an action of `privilege` (as
+    ListCommands shows it: 'originate,all', '<none>')."""
+    if privilege == "<none>":
+        return True
+    return "all" in write or bool((privilege_classes(privilege) - {"all"}) & write)
 
 
-def parse_outcome(text):
-    """'answered:30' -> Outcome('answered', 30.0); 'busy' -> Outcome('busy', 0.0).
-    'answered' alone talks DEFAULT_TALK_SECONDS. Raises ValueError."""
-    kind, colon, seconds = text.strip().lower().partition(":")
-    kind = kind.replace("-", "").replace("_", "")
-    if kind not in OUTCOMES:
-        raise ValueError("unknown outcome %r (known: answered:SECONDS, %s)"
-                         % (text, ", ".join(k for k in OUTCOMES if k != "answered")))
-    if kind != "answered":
-        if colon:
-            raise ValueError("outcome %s takes no SECONDS" % kind)
-        return Outcome(kind, 0.0)
-    if not colon:
-        return Outcome(kind, DEFAULT_TALK_SECONDS)
-    try:
-        talk = float(seconds)
-    except ValueError:
-        raise ValueError("answered:SECONDS needs a number, got %r" % seconds) from None
-    if not 0 <= talk <= 86400:
-        raise ValueError("answered:SECONDS must be between 0 and 86400")
-    return Outcome(kind, talk)
-
-
-def parse_outcome_rule(text):
-    """'4930123456=answered:30' -> ('4930123456', Outcome('answered', 30.0)).
-    DEST '*' is the default for destinations without a rule. Raises ValueError."""
-    dest, equals, outcome = text.partition("=")
-    dest = normalise_destination(dest)
-    if not equals or not dest:
-        raise ValueError("expected DEST=OUTCOME, got %r" % text)
-    return dest, parse_outcome(outcome)
-
-
-def _fault_table(faults):
-    """{name: argument} from the constructor's forms of `faults`."""
-    if isinstance(faults, dict):
-        faults = faults.items()
-    table = {}
-    for fault in faults:
-        name, argument = (parse_fault(fault) if isinstance(fault, str)
-                          else check_fault(*fault))
-        table[name] = argument
-    return table
-
-
-def _outcome_table(outcomes):
-    """{normalised destination: Outcome} from {destination: Outcome or its text}."""
-    return {normalise_destination(dest): (outcome if isinstance(outcome, Outcome)
-                                          else parse_outcome(outcome))
-            for dest, outcome in outcomes.items()}
-
-
-def normalise_destination(text):
-    text = text.strip()
-    return text[1:] if text.startswith("+") else text
+def events_mask(text):
+    """A Login's `Events:` (or the Events action's EventMask) as a set of event classes:
+    on/yes/true -> {'all'}, off/no/false -> set(), else the classes listed."""
+    lowered = (text or "on").strip().lower()
+    if lowered in ("on", "yes", "true", "1"):
+        return {"all"}
+    if lowered in ("off", "no", "false", "0"):
+        return set()
+    return privilege_classes(lowered)
 
 
 def _mask(pairs):
@@ -228,42 +154,55 @@ class Sandbox:
 
     * `faults`: names ('no-banner'), 'name=ARG' strings, (name, arg) pairs or a
       {name: arg} dict (see FAULTS); later `inject('slow-login=2')`, `clear_faults()`;
-    * `outcomes`: {destination or '*': Outcome or 'busy' / 'answered:30' ...}; later
-      `set_outcome('4930123456', 'busy')`;
+    * `outcomes`: how calls end, per lead: {destination or '*': Outcome or 'busy' /
+      'answered:30' ...} (default: answered, talking 5 s); later `set_outcome`;
+    * `agents`: how agents' phones answer, per extension: {extension or '*': 'answered' |
+      'busy' | 'noanswer' | 'unreachable'} (default: answered); later `set_agent`;
     * `reset()`: back to what the constructor was given, with an empty record, between
       the tests that share one sandbox.
 
+    The AMI user: `username`, `secret`, and its `read` and `write` privileges (by default
+    the gateway's, `call` / `originate,message`). Timing: a phone rings `ring_seconds`
+    before it answers, is busy or congested; one that never answers rings
+    `no_answer_seconds` (None: as Asterisk, the Originate's Timeout or the dialplan's ring
+    time). `dialplan`: the contexts and extensions an Originate may enter (default: the
+    project's dialplan), plus the contexts `config` names and `contexts` (an operator's
+    own, any extension; later `add_contexts`).
+
     Watching it: `actions` (every action received, as RecordedAction), `actions_named`,
-    `log_path` (each action appended there as one JSON line), `wait_for_calls()`.
+    `log_path` (each action appended there as one JSON line), `wait_for_calls()`,
+    `calls_in_progress()`.
 
     Playing calls: with `config` (the gateway Config: recordings root, the hook's
-    config) each accepted Originate is played as a call (`calls.CallPlayer`): the hook at
-    `hook` (default: the checkout's), after `ring_seconds` of ringing. `config`, `hook`
-    and `ring_seconds` may also be set after construction (e.g. once `port` is known);
-    calls started afterwards use them.
+    config) each call runs the hook at `hook` (default: the checkout's) and writes its
+    recording; without, only its AMI events are played. `config`, `hook`,
+    `ring_seconds` and `no_answer_seconds` may also be set after construction (e.g. once
+    `port` is known); calls started afterwards use them.
     """
 
     def __init__(self, host="127.0.0.1", port=0, username="callexchange", secret="s3cret",
-                 faults=(), outcomes=None, log_path=None, config=None, hook=None,
-                 ring_seconds=DEFAULT_RING_SECONDS, response_delay=0.05,
-                 login_failure_delay=0.0):
+                 faults=(), outcomes=None, agents=None, log_path=None, config=None,
+                 hook=None, ring_seconds=DEFAULT_RING_SECONDS, no_answer_seconds=None,
+                 login_failure_delay=0.0, read=GATEWAY_READ, write=GATEWAY_WRITE,
+                 dialplan=None, contexts=()):
         self.host = host
         self.port = port
         self.username = username
         self.secret = secret
+        self.read = privilege_classes(read)
+        self.write = privilege_classes(write)
         self.log_path = log_path
         self.config = config
         self.hook = hook
         self.ring_seconds = ring_seconds
-        self.response_delay = response_delay
+        self.no_answer_seconds = no_answer_seconds
         # Asterisk sleeps a second before answering a refused login; 0 keeps tests fast.
         self.login_failure_delay = login_failure_delay
+        self._dialplan = dialplan
         self._lock = threading.Lock()
-        self._initial_faults = _fault_table(faults)
-        self._initial_outcomes = _outcome_table(outcomes or {})
-        self._faults = dict(self._initial_faults)
-        self._outcomes = dict(self._initial_outcomes)
-        self._actions = []
+        self._initial = (fault_table(faults), outcome_table(outcomes or {}),
+                         agent_table(agents or {}), tuple(contexts))
+        self._restore()
         self._player = CallPlayer()
         self._stopping = threading.Event()
         self._listener = None
@@ -272,6 +211,7 @@ class Sandbox:
         self._threads = []
         self._connection_count = 0
         self._uniqueid_count = 0
+        self._channel_numbers = {}
 
     # --- scripting ---
 
@@ -299,11 +239,6 @@ class Sandbox:
             for name in names:
                 self._faults.pop(name, None)
 
-    def fault(self, name):
-        """(True, argument) when fault `name` is in force, else (False, None)."""
-        with self._lock:
-            return (name in self._faults), self._faults.get(name)
-
     @property
     def outcomes(self):
         """{destination or '*': Outcome} (a copy)."""
@@ -313,24 +248,48 @@ class Sandbox:
     def set_outcome(self, destination, outcome):
         """How calls to `destination` ('*': every other) end from now on: an Outcome or
         its text ('busy', 'answered:30')."""
+        table = outcome_table({destination: outcome})
         with self._lock:
-            self._outcomes.update(_outcome_table({destination: outcome}))
+            self._outcomes.update(table)
+
+    @property
+    def agents(self):
+        """{extension or '*': agent outcome} (a copy)."""
+        with self._lock:
+            return dict(self._agents)
+
+    def set_agent(self, extension, outcome):
+        """How agent `extension`'s phone ('*': every other) answers from now on:
+        'answered', 'busy', 'noanswer' or 'unreachable'."""
+        table = agent_table({extension: outcome})
+        with self._lock:
+            self._agents.update(table)
+
+    def add_contexts(self, *names):
+        """Dialplan contexts the PBX has besides the project's (an operator's own), in
+        which any extension exists."""
+        with self._lock:
+            self._contexts.extend(names)
 
     def reset(self, timeout=10.0):
         """Back to what the constructor was given: its faults and outcomes, an empty
-        record, no call in progress (each is hung up; an answered one still runs its
-        hangup hook) and no client connection (each is closed). The port, credentials and
-        call settings stay. True if every call ended within `timeout`."""
+        record, no call in progress (each is hung up; its hangup events and hook still
+        come) and no client connection (each is closed). The port, credentials and call
+        settings stay. True if every call ended within `timeout`."""
         ended = self._player.hang_up_all(timeout)
         with self._lock:
             connections = list(self._connections)
         for connection in connections:
             connection.shutdown()
         with self._lock:
-            self._faults = dict(self._initial_faults)
-            self._outcomes = dict(self._initial_outcomes)
-            self._actions = []
+            self._restore()
         return ended
+
+    def _restore(self):
+        faults, outcomes, agents, contexts = self._initial
+        self._faults, self._outcomes, self._agents = dict(faults), dict(outcomes), dict(agents)
+        self._contexts = list(contexts)
+        self._actions = []
 
     def wait_for_calls(self, timeout=10.0):
         """Wait until every call being played has hung up by itself. True if all did."""
@@ -440,83 +399,149 @@ class Sandbox:
         with self._lock:
             return [a for a in self._actions if a.action.lower() == name.lower()]
 
+    # --- what Asterisk has ---
+
+    @property
+    def dialplan(self):
+        """The Dialplan an Originate's Context/Exten must be in: the one given, else the
+        project's, plus the contexts `config` names and those added (`contexts`,
+        `add_contexts`), which accept any extension."""
+        with self._lock:
+            extra = list(self._contexts)
+        dial = getattr(self.config, "dial", None)
+        extra += [getattr(dial, name) for name in ("outbound_context", "agent_context")
+                  if dial is not None and getattr(dial, name, None)]
+        if self._dialplan is None:
+            return Dialplan.shipped(extra)
+        return Dialplan(dict({name: None for name in extra}, **self._dialplan.contexts))
+
+    def list_commands(self):
+        """What ListCommands lists to this user: [(name, 'synopsis  (Priv: ...)')]."""
+        return [(name, "%s  (Priv: %s)" % (synopsis, privilege))
+                for name, synopsis, privilege in ACTIONS if may_use(privilege, self.write)]
+
+    # --- events ---
+
+    def broadcast(self, pairs, event_class="call"):
+        """Send an event to every logged-in session that may read `event_class` events
+        and asked for them (as Asterisk sends manager events)."""
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            if connection.wants(event_class):
+                connection.send_message(pairs)
+
     # --- calls ---
 
     def new_uniqueid(self):
+        """A fresh Asterisk-style uniqueid, '<epoch>.<n>'."""
         with self._lock:
             self._uniqueid_count += 1
             return "%d.%d" % (int(time.time()), self._uniqueid_count)
 
-    def outcome_for(self, action):
-        """The Outcome chosen for an Originate: the first `--outcome` rule matching the
-        `CX_DESTINATION` variable, the Exten, or the Channel's number; else the '*' rule;
-        else DEFAULT_OUTCOME."""
-        candidates = []
-        for variable in action.get_all("Variable"):
-            name, _, value = variable.partition("=")
-            if name.lstrip("_").upper() == "CX_DESTINATION":
-                candidates.append(value)
-        candidates.append(action.get("Exten") or "")
-        channel = action.get("Channel") or ""
-        candidates.append(channel.partition("/")[2].partition("@")[0])
-        outcomes = self.outcomes
+    # The namer a timeline asks (timeline.plan_call).
+    uniqueid = new_uniqueid
+
+    def channel_number(self, technology):
+        """The next number of a channel of `technology` (the -0000000a in its name)."""
+        key = technology.lower()
+        with self._lock:
+            number = self._channel_numbers.get(key, 0)
+            self._channel_numbers[key] = number + 1
+            return number
+
+    def in_use(self, uniqueid):
+        """True while a call whose first channel has `uniqueid` is being played."""
+        return self._player.in_use(uniqueid)
+
+    def _rule(self, table, candidates, default):
         for candidate in candidates:
-            candidate = normalise_destination(candidate)
-            if candidate and candidate in outcomes:
-                return outcomes[candidate]
-        return outcomes.get("*", DEFAULT_OUTCOME)
+            candidate = normalise_destination(candidate or "")
+            if candidate and candidate in table:
+                return table[candidate]
+        return table.get("*", default)
 
-    def on_originate(self, action):
-        """Play the call an accepted Originate asked for. `action` is the ami.Message;
-        `action.uniqueid` is the call's Uniqueid (the ChannelId sent, or a fresh one).
+    def outcome_for(self, action):
+        """The lead's Outcome for an Originate (a wire.Message): the first rule matching
+        its `CX_DESTINATION` variable, its Exten, or the number in its Channel; else the
+        '*' rule; else DEFAULT_OUTCOME."""
+        variables = call_variables(action)
+        channel = action.get("Channel") or ""
+        return self._rule(self.outcomes, [variables.get("CX_DESTINATION"), action.get("Exten"),
+                                          _channel_number(channel)], DEFAULT_OUTCOME)
 
-        Returns the AMI events to send on that connection: a list of (delay seconds,
-        [(header, value), ...]). The ActionID is added by the caller. By default: the
-        OriginateResponse for `outcome_for(action)`.
+    def agent_outcome_for(self, action):
+        """How the agent's phone answers for an Originate: the rule matching its
+        CX_EXTENSION variable, else the agent's number (agent first: in the Channel;
+        dialer mode: the Exten); else the '*' rule; else 'answered'."""
+        variables = call_variables(action)
+        dialer = variables.get("CX_MODE") == "dialer"
+        own = action.get("Exten") if dialer else _channel_number(action.get("Channel") or "")
+        return self._rule(self.agents, [variables.get("CX_EXTENSION"), own], "answered")
 
-        This is the hook for playing whole calls (webhooks, recordings): extend it, start
-        that work in a thread, and keep returning the events.
-        """
-        outcome = self.outcome_for(action)
-        response, reason = OUTCOMES[outcome.kind]
-        number, name = _split_caller_id(action.get("CallerID") or "")
-        event = [("Event", "OriginateResponse"), ("Privilege", "call,all"),
-                 ("Response", response), ("Channel", action.get("Channel") or "")]
-        if action.get("Application"):
-            event += [("Application", action.get("Application")),
-                      ("Data", action.get("Data") or "")]
-        else:
-            event += [("Context", action.get("Context") or ""),
-                      ("Exten", action.get("Exten") or "")]
-        event += [("Reason", str(reason)), ("Uniqueid", action.uniqueid),
-                  ("CallerIDNum", number), ("CallerIDName", name)]
-        if self.config is not None:
-            self._player.play(self.config, action, outcome, self.hook, self.ring_seconds)
-        return [(self.response_delay, event)]
+    def originate_request(self, action):
+        """The Request (timeline) of an Originate that passed its checks."""
+        number, name = caller_id_parts(action.get("CallerID"))
+        timeout = action.get("Timeout")
+        return Request(
+            action_id=action.get("ActionID") or "", channel=action.get("Channel") or "",
+            context=action.get("Context") or "", exten=action.get("Exten") or "",
+            application=action.get("Application") or "", data=action.get("Data") or "",
+            caller_num=number, caller_name=name,
+            uniqueid=action.get("ChannelId") or self.new_uniqueid(),
+            timeout=int(timeout) / 1000.0 if timeout and timeout.strip().lstrip("-").isdigit()
+            else 30.0,
+            variables=call_variables(action),
+            asynchronous=(action.get("Async") or "").strip().lower() in ("true", "yes", "1",
+                                                                          "on"),
+            account=action.get("Account") or "")
+
+    def originate_problem(self, action):
+        """Why Asterisk refuses this Originate at once (its reply's Message), or None;
+        checked in Asterisk's order."""
+        for header in ("ChannelId", "OtherChannelId"):
+            if len(action.get(header) or "") > MAX_CHANNEL_ID:
+                return "Uniqueid length exceeds maximum of %d" % MAX_CHANNEL_ID
+        channel = action.get("Channel") or ""
+        if not channel:
+            return "Channel not specified"
+        priority = (action.get("Priority") or "").strip()
+        if priority and not priority.lstrip("-").isdigit():
+            return "Invalid priority"
+        timeout = (action.get("Timeout") or "").strip()
+        if timeout and not timeout.lstrip("-").isdigit():
+            return "Invalid timeout"
+        if "/" not in channel:
+            return "Invalid channel"
+        application = action.get("Application") or ""
+        if application and "system" not in self.write and "all" not in self.write:
+            data = action.get("Data") or ""
+            if (any(name in application.lower() for name in _SYSTEM_APPS)
+                    or any(name in data for name in _SYSTEM_FUNCTIONS)):
+                return "Originate Access Forbidden: app or data blacklisted"
+        if priority and int(priority) and not self.dialplan.exists(
+                action.get("Context") or "", action.get("Exten") or ""):
+            return "Extension does not exist."
+        asynchronous = (action.get("Async") or "").strip().lower() in ("true", "yes", "1", "on")
+        if not asynchronous and not application and not (priority and int(priority)):
+            return "Originate with 'Exten' requires 'Context' and 'Priority'"
+        return None
+
+    def place(self, action, result=None):
+        """Play the call of an accepted Originate (a wire.Message): its events to every
+        session, its hooks and recording with `config`. `result(answered)`: told the
+        first leg's fate (a synchronous Originate). Returns the call's uniqueid."""
+        request = self.originate_request(action)
+        steps = plan_call(request, self.outcome_for(action), self.agent_outcome_for(action),
+                          self, ring=self.ring_seconds, no_answer=self.no_answer_seconds)
+        self._player.play(steps, request.uniqueid, self.broadcast, request.variables,
+                          self.config, self.hook, result)
+        return request.uniqueid
 
 
-def _split_caller_id(text):
-    """'"Sales" <4930123>' -> ('4930123', 'Sales'); '4930123' -> ('4930123', '<unknown>')."""
-    text = text.strip()
-    if "<" in text and text.endswith(">"):
-        name, _, number = text[:-1].rpartition("<")
-        name = name.strip().strip('"').strip()
-        return number.strip() or "<unknown>", name or "<unknown>"
-    return text or "<unknown>", "<unknown>"
-
-
-class _ActionView:
-    """An ami.Message with the call's `uniqueid` attached (for Sandbox.on_originate)."""
-
-    def __init__(self, message, uniqueid):
-        self.message = message
-        self.uniqueid = uniqueid
-
-    def __getattr__(self, name):
-        return getattr(self.message, name)
-
-    def __getitem__(self, key):
-        return self.message[key]
+def _channel_number(channel):
+    """'PJSIP/2001' -> '2001'; 'Local/4930123@ctx/n' -> '4930123'."""
+    return channel.partition("/")[2].partition("@")[0].partition("/")[0]
 
 
 class _Connection:
@@ -527,29 +552,48 @@ class _Connection:
         self.sock = sock
         self.number = number
         self.logged_in = False
-        self.events = True
+        self.events = set()
         self.open = True
         self.closing = threading.Event()
         self._send_lock = threading.Lock()
-        self._later = []
 
     # --- plumbing ---
 
-    def send(self, data):
+    def send(self, data, cuts=()):
+        """Write `data`, in several writes cut at the byte offsets `cuts` (as Asterisk
+        writes some replies piece by piece); in pieces of a few bytes under the
+        split-replies fault."""
+        pause = 0
+        if "split-replies" in self.sandbox.faults:
+            cuts, pause = range(3, len(data), 3), _SPLIT_PAUSE
+        bounds = [0] + [c for c in cuts if 0 < c < len(data)] + [len(data)]
         with self._send_lock:
             if not self.open:
                 return
             try:
                 self.sock.settimeout(5)
-                self.sock.sendall(data)
+                for start, end in zip(bounds, bounds[1:]):
+                    if pause and start:
+                        time.sleep(pause)
+                    self.sock.sendall(data[start:end])
             except OSError:
                 self.open = False
 
-    def send_message(self, pairs):
-        self.send(encode_message(pairs))
+    def send_message(self, pairs, cut_after=None):
+        """Send one message; `cut_after`: also cut its write after that many lines."""
+        data = encode_message(pairs)
+        cuts = ()
+        if cut_after:
+            cuts = (len(encode_message(pairs[:cut_after])) - 2,)
+        self.send(data, cuts)
 
-    def send_later(self, delay, pairs):
-        self._later.append((time.monotonic() + delay, encode_message(pairs)))
+    def wants(self, event_class):
+        """Whether this session gets events of `event_class` (read privilege and the
+        Events it asked for)."""
+        sandbox = self.sandbox
+        return (self.logged_in and self.open
+                and ("all" in self.events or event_class in self.events)
+                and ("all" in sandbox.read or event_class in sandbox.read))
 
     def shutdown(self):
         """Called by Sandbox.stop() and reset() from another thread: end this connection
@@ -561,7 +605,7 @@ class _Connection:
             pass
 
     def wait(self, seconds):
-        """Sleep, unless the sandbox stops first. True if the full time passed."""
+        """Sleep, unless the connection ends first. True if the full time passed."""
         return not self.closing.wait(seconds)
 
     def hold(self):
@@ -575,14 +619,6 @@ class _Connection:
                 continue
             except OSError:
                 return
-
-    def _flush_due(self):
-        now = time.monotonic()
-        due = [item for item in self._later if item[0] <= now]
-        if due:
-            self._later = [item for item in self._later if item[0] > now]
-            for _, data in sorted(due, key=lambda item: item[0]):
-                self.send(data)
 
     def run(self):
         try:
@@ -610,13 +646,8 @@ class _Connection:
             return
         parser = MessageParser()
         while self.open and not self.closing.is_set():
-            self._flush_due()
-            timeout = _POLL
-            if self._later:
-                timeout = max(0.001, min(timeout, min(d for d, _ in self._later)
-                                         - time.monotonic()))
             try:
-                self.sock.settimeout(timeout)
+                self.sock.settimeout(_POLL)
                 data = self.sock.recv(65536)
             except socket.timeout:
                 continue
@@ -642,40 +673,49 @@ class _Connection:
             head.append(("ActionID", action_id))
         return head + list(pairs)
 
+    def error(self, message, text):
+        self.send_message(self.reply(message, "Error", ("Message", text)))
+        return True
+
     def handle(self, message):
         """Answer one action. False ends the connection."""
-        name = (message.get("Action") or "").strip().lower()
+        name = (message.get("Action") or "").strip()
+        lowered = name.lower()
         if not name:
-            self.send_message(self.reply(message, "Error",
-                                         ("Message", "Missing action in request")))
-            return True
-        if name == "login":
+            return self.error(message, "Missing action in request")
+        if lowered == "login":
             return self.on_login(message)
-        if name == "logoff":
+        if lowered == "logoff":
             self.send_message(self.reply(message, "Goodbye",
                                          ("Message", "Thanks for all the fish.")))
             return False
-        if not self.logged_in:
-            self.send_message(self.reply(message, "Error", ("Message", "Permission denied")))
-            return True
+        if not self.logged_in and lowered != "challenge":
+            return self.error(message, "Permission denied")
+        known = _ACTIONS.get(lowered)
+        if known is None:
+            return self.error(message, "Invalid/unknown command: %s. Use Action: "
+                                       "ListCommands to show available commands." % name)
+        if not may_use(known[2], self.sandbox.write):
+            return self.error(message, "Permission denied")
         handler = {"ping": self.on_ping, "originate": self.on_originate,
-                   "messagesend": self.on_messagesend}.get(name)
+                   "messagesend": self.on_messagesend, "listcommands": self.on_listcommands,
+                   "events": self.on_events}.get(lowered)
         if handler is None:
-            self.send_message(self.reply(message, "Error",
-                                         ("Message", "Invalid/unknown command")))
-            return True
+            # An action Asterisk has and the user may use, which the sandbox does not play.
+            return self.error(message, "%s is not played by the sandbox PBX" % known[0])
         return handler(message)
 
     def on_login(self, message):
         sandbox = self.sandbox
-        if "slow-login" in sandbox.faults and not self.wait(sandbox.faults["slow-login"]):
+        faults = sandbox.faults
+        if "slow-login" in faults and not self.wait(faults["slow-login"]):
             return False
         if self.logged_in:
             self.send_message(self.reply(message, "Success",
                                          ("Message", "Already authenticated")))
             return True
         accepted = (
-            "refuse-login" not in sandbox.faults
+            "refuse-login" not in faults
             and hmac.compare_digest((message.get("Username") or "").encode(),
                                     sandbox.username.encode())
             and hmac.compare_digest((message.get("Secret") or "").encode(),
@@ -683,59 +723,53 @@ class _Connection:
         if not accepted:
             if sandbox.login_failure_delay and not self.wait(sandbox.login_failure_delay):
                 return False
-            self.send_message(self.reply(message, "Error", ("Message", "Authentication failed")))
+            self.error(message, "Authentication failed")
             return False
-        self.logged_in = True
-        events = (message.get("Events") or "on").strip().lower()
-        self.events = events not in ("off", "no", "false", "0")
+        self.events = events_mask(message.get("Events"))
         self.send_message(self.reply(message, "Success", ("Message", "Authentication accepted")))
-        if self.events:
+        self.logged_in = True
+        if self.wants("system"):
             self.send_message([("Event", "FullyBooted"), ("Privilege", "system,all"),
                                ("Uptime", "1"), ("LastReload", "1"),
                                ("Status", "Fully Booted")])
         return True
 
     def on_ping(self, message):
+        # Asterisk writes it in two pieces: Response and ActionID, then the rest.
         self.send_message(self.reply(message, "Success", ("Ping", "Pong"),
-                                     ("Timestamp", "%.6f" % time.time())))
+                                     ("Timestamp", "%.6f" % time.time())),
+                          cut_after=2 if message.get("ActionID") is not None else 1)
+        return True
+
+    def on_events(self, message):
+        self.events = events_mask(message.get("EventMask"))
+        self.send_message(self.reply(message, "Success",
+                                     ("Events", "On" if self.events else "Off")))
+        return True
+
+    def on_listcommands(self, message):
+        head = self.reply(message, "Success")
+        self.send_message(head + self.sandbox.list_commands(), cut_after=len(head))
         return True
 
     def on_messagesend(self, message):
         faults = self.sandbox.faults
         if "slow-messagesend" in faults and not self.wait(faults["slow-messagesend"]):
             return False
-        if not message.get("To"):
-            self.send_message(self.reply(message, "Error",
-                                         ("Message", "No 'To' address specified.")))
-        elif "messagesend-error" in faults:
-            self.send_message(self.reply(message, "Error",
-                                         ("Message", faults["messagesend-error"])))
-        else:
-            self.send_message(self.reply(message, "Success",
-                                         ("Message", "Message successfully sent")))
+        to = message.get("Destination") or message.get("To")
+        if not to:
+            return self.error(message, "No 'To' address specified.")
+        if not message_technology_loaded(to):
+            return self.error(message, "Message technology not found.")
+        if "messagesend-error" in faults:
+            return self.error(message, faults["messagesend-error"])
+        self.send_message(self.reply(message, "Success",
+                                     ("Message", "Message successfully sent")))
         return True
 
-    def originate_problem(self, message):
-        """Why Asterisk would refuse this Originate, or None."""
-        channel = message.get("Channel") or ""
-        if not channel:
-            return "Channel not specified"
-        if "/" not in channel.strip("/"):
-            return "Invalid channel"
-        if not message.get("Application") and not (message.get("Exten")
-                                                   and message.get("Context")):
-            return "Exten and Context are required when no Application is given"
-        for header, problem in (("Priority", "Invalid priority"),
-                                ("Timeout", "Invalid timeout")):
-            value = message.get(header)
-            if value is not None and not value.strip().lstrip("-").isdigit():
-                return problem
-        if len(message.get("ChannelId") or "") > 149:
-            return "Uniqueid length exceeds maximum of 149"
-        return None
-
     def on_originate(self, message):
-        faults = self.sandbox.faults
+        sandbox = self.sandbox
+        faults = sandbox.faults
         if "slow-originate" in faults and not self.wait(faults["slow-originate"]):
             return False
         action_id = message.get("ActionID") or ""
@@ -746,15 +780,14 @@ class _Connection:
         if "events-before-reply" in faults:
             for pairs in _interleaved_messages(action_id):
                 self.send_message(pairs)
-        problem = self.originate_problem(message)
+        problem = sandbox.originate_problem(message)
         if problem is None and "originate-error" in faults:
             problem = faults["originate-error"]
         if problem is not None:
-            self.send_message(self.reply(message, "Error", ("Message", problem)))
-            return True
+            return self.error(message, problem)
+        queued = self.reply(message, "Success", ("Message", "Originate successfully queued"))
         if "drop-mid-reply" in faults:
-            data = encode_message(self.reply(message, "Success",
-                                             ("Message", "Originate successfully queued")))
+            data = encode_message(queued)
             self.send(data[:len(data) // 2])
             return False
         if "goodbye-no-close" in faults:
@@ -762,16 +795,21 @@ class _Connection:
                                          ("Message", "Thanks for all the fish.")))
             self.hold()
             return False
-        self.send_message(self.reply(message, "Success",
-                                     ("Message", "Originate successfully queued")))
-        uniqueid = message.get("ChannelId") or self.sandbox.new_uniqueid()
-        events = self.sandbox.on_originate(_ActionView(message, uniqueid))
-        if self.events:
-            for delay, pairs in events or ():
-                pairs = list(pairs)
-                if action_id:
-                    pairs.insert(1, ("ActionID", action_id))
-                self.send_later(delay, pairs)
+        if (message.get("Async") or "").strip().lower() in ("true", "yes", "1", "on"):
+            self.send_message(queued)
+            sandbox.place(message)
+            return True
+        # Synchronous: Asterisk answers once the first leg answered or failed.
+        outcome = []
+        done = threading.Event()
+        sandbox.place(message, result=lambda answered: (outcome.append(answered), done.set()))
+        while not done.wait(_POLL):
+            if self.closing.is_set():
+                return False
+        if outcome[0]:
+            self.send_message(queued)
+        else:
+            self.error(message, "Originate failed")
         return True
 
 
