@@ -14,8 +14,9 @@
 #
 # Apache keeps serving what it served before when a step fails: the new snippet stays
 # only if `apachectl configtest` accepts it (else the previous one is put back), and
-# Apache is reloaded only then. For CI: CALLEXCHANGE_INSTALL_BREAK_APACHE=1 adds a directive Apache rejects, to
-# prove exactly that (.ci/install-check.sh).
+# Apache is reloaded only then (.ci/install-check.sh proves it with a broken snippet of
+# someone else's in conf-enabled/). The config is read only through `callexchange
+# config`, the gateway's own reader.
 #
 # The functions can be sourced without running anything (tests/test_install.py does).
 #
@@ -243,16 +244,11 @@ remove_include() {
     echo removed
 }
 
-# render_site_conf TEMPLATE RECORDINGS_ROOT: the Apache snippet as installed. With
-# CALLEXCHANGE_INSTALL_BREAK_APACHE=1 (CI) it ends in a directive Apache rejects.
+# render_site_conf TEMPLATE RECORDINGS_ROOT: the Apache snippet as installed.
 render_site_conf() {
     render "$1" PREFIX="$APP" VENV="$VENV" CONFIG="$CONFIG" RECORDINGS_ROOT="$2" \
         RECORDINGS_ACCESS="${CFG_RECORDINGS_ACCESS:-public}" \
-        LOG_DIR="${D_apache_log_dir:-/var/log/apache2}" || return 1
-    if [ "${CALLEXCHANGE_INSTALL_BREAK_APACHE:-}" = 1 ]; then
-        printf '\n# CALLEXCHANGE_INSTALL_BREAK_APACHE=1: a directive Apache does not know.\n'
-        printf 'CallExchangeBrokenOnPurpose on\n'
-    fi
+        LOG_DIR="${D_apache_log_dir:-/var/log/apache2}"
 }
 
 # snippet_name FILE: the name an asterisk/ snippet gets in /etc/asterisk (ours carry
@@ -638,51 +634,26 @@ step_config() {
     fi
 }
 
-# read_config: CFG_* shell variables from the config, through the gateway's own parser.
-# A config that does not validate still yields its values (with the defaults) and
-# CONFIG_PROBLEM says what is wrong; one that cannot even be parsed stops the install.
+# cx ARGS...: the installed admin tool on the installed config, as root.
+cx() {
+    "$VENV/bin/python3" "$APP/bin/callexchange" --config "$CONFIG" "$@"
+}
+
+# read_config: CFG_<SECTION>_<KEY> shell variables from the config, read by the gateway's
+# own loader (`callexchange config get`). A config that does not validate still yields
+# its values (defaults where unset) and CONFIG_PROBLEM says what is wrong; one that
+# cannot even be parsed stops the install.
 read_config() {
     local out
-    out=$("$VENV/bin/python3" - "$APP/lib" "$CONFIG" <<'PY'
-import shlex
-import sys
-
-sys.path.insert(0, sys.argv[1])
-from callexchange import config as schema
-
-path = sys.argv[2]
-problem = ""
-try:
-    loaded = schema.load_config(path)
-
-    def get(section, key):
-        return getattr(getattr(loaded, section), key)
-except schema.ConfigError as error:
-    problem = str(error)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            raw = schema.parse_ini(handle.read(), path)
-    except (OSError, UnicodeDecodeError, schema.ConfigError) as fatal:
-        print("CONFIG_FATAL=%s" % shlex.quote(str(fatal)))
-        sys.exit(0)
-
-    def get(section, key):
-        if key in raw.get(section, {}):
-            return raw[section][key][0]
-        return schema.SCHEMA[section][key][1] or ""
-wanted = {"AMI_HOST": ("ami", "host"), "AMI_PORT": ("ami", "port"),
-          "AMI_USERNAME": ("ami", "username"), "AMI_SECRET": ("ami", "secret"),
-          "RECORDINGS_ROOT": ("recordings", "root"), "KEYS_FILE": ("auth", "keys_file"),
-          "STATE_DIR": ("state", "dir"), "WEBHOOK_URL": ("webhook", "url"),
-          "RECORDINGS_ACCESS": ("recordings", "access")}
-for name, (section, key) in wanted.items():
-    print("CFG_%s=%s" % (name, shlex.quote(str(get(section, key)))))
-print("CONFIG_PROBLEM=%s" % shlex.quote(problem))
-print("CONFIG_FATAL=''")
-PY
-) || die "cannot read $CONFIG with $VENV/bin/python3"
+    out=$(cx config get --lenient --shell --prefix CFG_ ami.host ami.port ami.username \
+            ami.secret recordings.root recordings.base_url recordings.access auth.keys_file \
+            state.dir webhook.url 2> "$WORK/config.err") \
+        || die "$CONFIG cannot be read: $(sed 's/^config error: //' "$WORK/config.err")"
     eval "$out"
-    [ -z "$CONFIG_FATAL" ] || die "$CONFIG cannot be parsed: $CONFIG_FATAL"
+    CONFIG_PROBLEM=""
+    if ! cx config check > /dev/null 2> "$WORK/config.err"; then
+        CONFIG_PROBLEM=$(sed 's/^config error: //' "$WORK/config.err")
+    fi
     if [ -n "$CONFIG_PROBLEM" ] && [ "$MODE" = demo ]; then
         die "the existing $CONFIG is not valid: $CONFIG_PROBLEM. Fix it, or move it away" \
             "so that --demo writes a demo config"
@@ -694,15 +665,15 @@ PY
 
 step_keys_file() {
     step keys
-    if [ -e "$CFG_KEYS_FILE" ]; then
-        in_place keys "$CFG_KEYS_FILE"
+    if [ -e "$CFG_AUTH_KEYS_FILE" ]; then
+        in_place keys "$CFG_AUTH_KEYS_FILE"
         return
     fi
-    ensure_dir "$(dirname "$CFG_KEYS_FILE")" 750 root "$WEB_GROUP"
+    ensure_dir "$(dirname "$CFG_AUTH_KEYS_FILE")" 750 root "$WEB_GROUP"
     printf '# CallExchange API keys: label, SHA-256 of the key, created (UTC)\n' \
-        | install_text "$CFG_KEYS_FILE" 640 root "$WEB_GROUP"
-    manifest_add keep "$CFG_KEYS_FILE"
-    changed keys "created $CFG_KEYS_FILE (root:$WEB_GROUP 0640); add a key: callexchange keys add --label NAME"
+        | install_text "$CFG_AUTH_KEYS_FILE" 640 root "$WEB_GROUP"
+    manifest_add keep "$CFG_AUTH_KEYS_FILE"
+    changed keys "created $CFG_AUTH_KEYS_FILE (root:$WEB_GROUP 0640); add a key: callexchange keys add --label NAME"
 }
 
 # Who writes the webhook spool: the AGI hook, i.e. Asterisk's user where Asterisk is
@@ -1252,14 +1223,14 @@ step_demo() {
         [ -n "$key" ] || die "callexchange keys add --label demo printed no key"
         printf '%s\n' "$key" | install_text "$DEMO_KEY_FILE" 640 root "$WEB_GROUP"
         manifest_add keep "$DEMO_KEY_FILE"
-        changed demo-key "added the key 'demo' to $CFG_KEYS_FILE; the key is kept in $DEMO_KEY_FILE"
+        changed demo-key "added the key 'demo' to $CFG_AUTH_KEYS_FILE; the key is kept in $DEMO_KEY_FILE"
     fi
     DEMO_KEY=$key
 }
 
 # demo_key_label KEY: the label the keys file has for KEY, if any.
 demo_key_label() {
-    "$VENV/bin/python3" - "$APP/lib" "$CFG_KEYS_FILE" "$1" <<'PY'
+    "$VENV/bin/python3" - "$APP/lib" "$CFG_AUTH_KEYS_FILE" "$1" <<'PY'
 import sys
 sys.path.insert(0, sys.argv[1])
 from callexchange.keys import find_label

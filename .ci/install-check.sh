@@ -6,8 +6,10 @@
 #                                           the sha256 of everything in the manifest unchanged
 #   3. the two curl commands it printed     a sandbox call ("status":"true", a uniqueid), its
 #                                           recording listed and served, its webhooks logged
-#   4. a broken Apache config (forced)      install.sh stops, nothing changed, Apache still
-#                                           serves the old config (401 JSON for a bad key)
+#   4. a broken Apache config               someone else's broken snippet in conf-enabled/
+#                                           while our snippet needs an update: install.sh
+#                                           stops, puts ours back, does not reload; Apache
+#                                           still serves the old config (401 JSON, bad key)
 #   5. ./install.sh --uninstall             app, venv, Apache snippet, services gone; config,
 #                                           keys and data kept; Apache still configtests
 #
@@ -24,6 +26,7 @@ STATE_DIR=/var/lib/callexchange
 LOG_DIR=/var/log/callexchange
 RUN_DIR=/run/callexchange
 APACHE_CONF=/etc/apache2/conf-available/callexchange.conf
+BROKEN_SNIPPET=/etc/apache2/conf-enabled/zz-callexchange-ci-broken.conf
 OUT=$(mktemp -d /tmp/cx-install-check.XXXXXX)
 FAILED=0
 
@@ -78,6 +81,7 @@ cleanup() {
         echo "--- /var/log/apache2/error.log"
         tail -n 30 /var/log/apache2/error.log 2>/dev/null || true
     fi
+    rm -f "$BROKEN_SNIPPET"
     if [ -f "$MANIFEST" ]; then
         ./install.sh --uninstall > "$OUT/cleanup-uninstall.log" 2>&1 || true
     fi
@@ -219,7 +223,7 @@ else
     fail "webhooks of $uniqueid in $webhook_log: '${events:-none}', expected 'connect:valid hangup:valid'"
 fi
 
-recordings_root=$(sed -n 's/^root *= *//p' "$CONFIG_DIR/callexchange.ini")
+recordings_root=$(callexchange config get recordings root)
 recording_file=""
 listed=""
 for _ in $(seq 1 40); do
@@ -251,21 +255,29 @@ else
 fi
 
 # --- 4. a broken Apache config must change nothing -----------------------------------------
-say "4. CALLEXCHANGE_INSTALL_BREAK_APACHE=1 ./install.sh --demo: must fail and change nothing"
+# The failure comes from outside, as on a real host: another site's snippet that Apache
+# rejects, at a moment when our own snippet needs an update (here: an edited copy).
+say "4. a broken snippet in conf-enabled/ and an outdated callexchange.conf: install.sh must fail and change nothing"
 before_pid=$(apache_pid)
-if CALLEXCHANGE_INSTALL_BREAK_APACHE=1 ./install.sh --demo > "$OUT/broken.log" 2>&1; then
+printf '\n# edited by .ci/install-check.sh: install.sh must want to replace this file\n' >> "$APACHE_CONF"
+snapshot > "$OUT/snapshot-edited"
+printf '# .ci/install-check.sh: a directive Apache does not know\nCallExchangeBrokenOnPurpose on\n' \
+    > "$BROKEN_SNIPPET"
+if ./install.sh --demo > "$OUT/broken.log" 2>&1; then
     cat "$OUT/broken.log"
-    fail "install.sh succeeded with a broken Apache directive"
+    fail "install.sh succeeded with a broken Apache configuration"
 fi
 grep -A3 'error in step' "$OUT/broken.log" | sed 's/^/   | /'
 grep -q 'Apache was NOT reloaded' "$OUT/broken.log" || fail "no clear message about Apache"
+grep -q 'CallExchangeBrokenOnPurpose' "$OUT/broken.log" || fail "configtest's complaint is not shown"
 for leftover in /etc/apache2/conf-available/.cx-install.*; do
     [ -e "$leftover" ] && fail "a temp file was left: $leftover"
 done
+rm -f "$BROKEN_SNIPPET"
 snapshot > "$OUT/snapshot3"
-diff -u "$OUT/snapshot2" "$OUT/snapshot3" || fail "the failed run changed files (diff above)"
-ok "nothing changed: the manifest's files, the Apache snippet and the enabled modules are as before"
-apache2ctl configtest > /dev/null 2>&1 || fail "apache2ctl configtest fails after the forced failure"
+diff -u "$OUT/snapshot-edited" "$OUT/snapshot3" || fail "the failed run changed files (diff above)"
+ok "nothing changed: the manifest's files, the (edited) Apache snippet and the enabled modules are as before"
+apache2ctl configtest > /dev/null 2>&1 || fail "apache2ctl configtest fails once the broken snippet is gone"
 [ "$(apache_pid)" = "$before_pid" ] || fail "Apache's main process changed ($before_pid -> $(apache_pid))"
 reply=$(curl -sS -X POST http://127.0.0.1/api/v1/asteriskapi.pl -H 'api-key: not-a-key' \
     -d '{"extension":"2001","destination":"+4930901820"}' -w '\n%{http_code} %{content_type}')
@@ -274,6 +286,11 @@ case $reply in
     *'"error": "Invalid api-key"'*$'\n''401 application/json'*) ok "Apache still serves the old config: 401 JSON for a bad key" ;;
     *) fail "Apache does not answer the old config's 401 JSON for a bad key" ;;
 esac
+./install.sh --demo > "$OUT/repaired.log" 2>&1 || { cat "$OUT/repaired.log"; fail "install.sh failed once the broken snippet was gone"; }
+grep -q '^\[apache-conf\] *wrote' "$OUT/repaired.log" || fail "install.sh did not put its snippet back in shape"
+snapshot > "$OUT/snapshot4"
+diff -u "$OUT/snapshot2" "$OUT/snapshot4" || fail "the repaired install differs from the first (diff above)"
+ok "with the broken snippet gone, install.sh replaces the outdated snippet: as after the first run"
 
 # --- 5. uninstall --------------------------------------------------------------------------
 say "5. ./install.sh --uninstall"

@@ -465,6 +465,34 @@ def config_from_text(text, path="<config>", lenient=False):
     return config
 
 
+def read_raw(path):
+    """The file split by `parse_ini`, without validation: what a reader needs of a
+    config that does not validate (an admin mid-edit). Raises ConfigError when the file
+    cannot be read or parsed at all."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return parse_ini(handle.read(), path)
+    except FileNotFoundError:
+        raise ConfigError(path, 0, "config file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(path, 0, "cannot read config file: %s" % error) from None
+
+
+def raw_value(raw, section, key):
+    """The text of `[section] key` in `raw` (from parse_ini), else its default ("" for a
+    required key or an [ani] region without a pool).
+
+    >>> raw_value(parse_ini("[ami]\\nport = 5039\\n"), "ami", "port")
+    '5039'
+    >>> raw_value({}, "state", "dir")
+    '/var/lib/callexchange'
+    """
+    given = raw.get(section, {}).get(key)
+    if given:
+        return given[0]
+    return SCHEMA.get(section, {}).get(key, (None, ""))[1] or ""
+
+
 def config_path(environ=None):
     """The config file in use: $CALLEXCHANGE_CONFIG, else /etc/callexchange/callexchange.ini."""
     environ = os.environ if environ is None else environ

@@ -130,7 +130,6 @@ def test_the_installed_apache_snippet_has_every_placeholder_filled():
            '"/opt/callexchange/app/cgi-bin/asteriskapi.pl"' in out
     assert 'SetEnv PATH "/opt/callexchange/venv/bin:' in out
     assert 'Alias "/wav-files/" "/var/spool/asterisk/monitor/"' in out
-    assert "CallExchangeBrokenOnPurpose" not in out
 
 
 def _apache_syntax_check(tmp_path, site_conf_text):
@@ -159,16 +158,6 @@ def test_the_installed_apache_snippet_passes_apache_syntax_check(tmp_path):
                REPO / "apache" / "callexchange.conf.in").stdout
     result = _apache_syntax_check(tmp_path, out)
     assert result.returncode == 0, result.stderr
-
-
-def test_the_break_hook_renders_a_snippet_apache_rejects(tmp_path):
-    out = bash('render_site_conf "$1" /var/spool/asterisk/monitor',
-               REPO / "apache" / "callexchange.conf.in",
-               env={"CALLEXCHANGE_INSTALL_BREAK_APACHE": "1"}).stdout
-    assert out.rstrip().endswith("CallExchangeBrokenOnPurpose on")
-    result = _apache_syntax_check(tmp_path, out)
-    assert result.returncode != 0
-    assert "CallExchangeBrokenOnPurpose" in result.stderr
 
 
 # --- the config install.sh writes ---------------------------------------------------------
@@ -204,6 +193,67 @@ def test_without_a_caller_id_the_config_names_the_line_to_edit():
         config_from_text(text, "/etc/callexchange/callexchange.ini")
     assert raised.value.line == line
     assert "[ani] default" in str(raised.value)
+
+
+def read_config_in_bash(config, mode="install"):
+    """install.sh's read_config on `config`, with this checkout as the app and the test
+    venv as its venv; the CFG_* variables it set and CONFIG_PROBLEM."""
+    names = ("CFG_AMI_HOST CFG_AMI_PORT CFG_AMI_USERNAME CFG_AMI_SECRET CFG_RECORDINGS_ROOT "
+             "CFG_RECORDINGS_BASE_URL CFG_AUTH_KEYS_FILE CFG_STATE_DIR CFG_WEBHOOK_URL "
+             "CONFIG_PROBLEM").split()
+    script = ('VENV="$1"; APP="$2"; CONFIG="$3"; MODE="$4"; WORK=$(mktemp -d); read_config; '
+              'for n in %s; do printf "%%s=%%s\\n" "$n" "${!n}"; done' % " ".join(names))
+    result = bash(script, sys.prefix, REPO, config, mode, check=False)
+    values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return result, values
+
+
+def test_read_config_takes_the_values_from_the_gateways_loader(tmp_path):
+    config = tmp_path / "callexchange.ini"
+    config.write_text(bash('render "$@"', EXAMPLE, *install_values(
+        AMI_PORT="5039", RECORDINGS_ROOT="/srv/rec", WEBHOOK_URL="http://127.0.0.1:8099/w"))
+        .stdout.replace("dir = /var/lib/callexchange", "dir = /srv/state"))
+    result, values = read_config_in_bash(config)
+    assert result.returncode == 0, result.stderr
+    assert values == {
+        "CFG_AMI_HOST": "127.0.0.1", "CFG_AMI_PORT": "5039", "CFG_AMI_USERNAME": "callexchange",
+        "CFG_AMI_SECRET": "0123456789abcdef0123456789abcdef",
+        "CFG_RECORDINGS_ROOT": "/srv/rec",
+        "CFG_RECORDINGS_BASE_URL": "http://pbx.example.test/wav-files/",
+        "CFG_AUTH_KEYS_FILE": "/etc/callexchange/api-keys", "CFG_STATE_DIR": "/srv/state",
+        "CFG_WEBHOOK_URL": "http://127.0.0.1:8099/w", "CONFIG_PROBLEM": ""}
+
+
+def test_read_config_of_a_config_that_does_not_validate_names_the_problem(tmp_path):
+    config = tmp_path / "callexchange.ini"
+    config.write_text(bash('render "$@"', EXAMPLE, *install_values(ANI_DEFAULT="CHANGE-ME")).stdout)
+    result, values = read_config_in_bash(config)
+    assert result.returncode == 0, result.stderr
+    assert values["CFG_AMI_USERNAME"] == "callexchange"
+    assert values["CONFIG_PROBLEM"].startswith("%s:" % config)
+    assert "[ani] default" in values["CONFIG_PROBLEM"]
+    # --demo refuses such a config instead of running on it.
+    result, _ = read_config_in_bash(config, mode="demo")
+    assert result.returncode == 1
+    assert "is not valid" in result.stderr and "[ani] default" in result.stderr
+
+
+def test_read_config_stops_on_a_config_that_does_not_parse(tmp_path):
+    config = tmp_path / "callexchange.ini"
+    config.write_text("[ami]\nno equals sign here\n")
+    result, _ = read_config_in_bash(config)
+    assert result.returncode == 1
+    assert "%s cannot be read" % config in result.stderr and ":2:" in result.stderr
+
+
+def test_install_sh_has_no_ini_reader_and_no_test_switch_of_its_own():
+    text = INSTALL.read_text()
+    # The config is read by `callexchange config` only, never by bash or an embedded script.
+    for reader in ("parse_ini", "SCHEMA", "configparser", "import config"):
+        assert reader not in text
+    # Faults are injected from outside (.ci/install-check.sh), never by a variable here.
+    assert re.findall(r"CALLEXCHANGE_[A-Z_]+", text) == ["CALLEXCHANGE_CONFIG"] * \
+        text.count("CALLEXCHANGE_CONFIG")
 
 
 def test_the_example_documents_every_config_key():

@@ -1,5 +1,5 @@
 """`callexchange`, the admin tool: one module per command group (keys, check, ani,
-recordings, webhooks; sandbox has its own parser).
+config, recordings, webhooks; sandbox has its own parser).
 
 Every command reads the config given by `--config` (else $CALLEXCHANGE_CONFIG, else
 /etc/callexchange/callexchange.ini), prints what it did in plain words, and exits
@@ -50,14 +50,14 @@ def main(argv=None):
 
 
 def build_parser():
-    from callexchange.cli import ani, check, keys, recordings, webhooks
+    from callexchange.cli import ani, check, config, keys, recordings, webhooks
 
     parser = argparse.ArgumentParser(
         prog="callexchange", description="Admin tool of the CallExchange PBX gateway.")
     parser.add_argument("--config", help="config file (default: $CALLEXCHANGE_CONFIG or %s)"
                         % config_module.DEFAULT_PATH)
     commands = parser.add_subparsers(metavar="COMMAND")
-    for group in (keys, check, ani, recordings, webhooks):
+    for group in (keys, check, ani, config, recordings, webhooks):
         group.register(commands)
     # Listed for --help only: main() hands `sandbox ...` to the sandbox's own parser.
     commands.add_parser("sandbox", add_help=False,
