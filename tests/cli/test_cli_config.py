@@ -2,6 +2,7 @@
 admin tool in a subprocess against config files in tmp_path."""
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -226,3 +227,18 @@ def test_set_works_on_a_config_that_does_not_validate_yet(broken):
 def test_set_value_edits_text_exactly(text, expected):
     assert set_value(text, "a", "x", "9") == expected
 
+
+
+def test_set_keeps_the_files_acl(config):
+    # install.sh lets Asterisk's user read the config through an ACL entry: an edit by
+    # `config set` must not take it away.
+    if not shutil.which("setfacl"):
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but setfacl is not installed (apt-get install acl)")
+        pytest.skip("setfacl is not installed (apt-get install acl)")
+    subprocess.run(["setfacl", "-m", "user:nobody:r--", str(config)], check=True)
+    assert run(config, "set", "ami", "port", "5040").returncode == 0
+    acl = subprocess.run(["getfacl", "--omit-header", str(config)], capture_output=True,
+                         text=True, check=True).stdout
+    assert "user:nobody:r--" in acl.splitlines()
+    assert "port = 5040\n" in config.read_text()

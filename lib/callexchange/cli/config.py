@@ -286,27 +286,27 @@ def _section_end(lines, keys, section):
 
 
 def replace_file(path, text):
-    """Replace `path` by `text` atomically (temp file beside it, fsync, rename, fsync of
-    the directory), with the original's owner, group and mode."""
+    """Replace `path` by `text` atomically (statedir.atomic_file: temp file, fsync,
+    rename, fsync of the directory), with the original's owner, group, mode and POSIX
+    ACL (install.sh lets Asterisk's user read the config through one)."""
+    from callexchange.statedir import atomic_file
+
     info = os.stat(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    owner = (info.st_uid, info.st_gid) if os.geteuid() == 0 else None
+    acl = _access_acl(path)
+    with atomic_file(path, mode=info.st_mode & 0o7777, owner=owner,
+                     sync_directory=True) as handle:
+        handle.write(text.encode("utf-8"))
+        if acl is not None:
+            os.setxattr(handle.fileno(), ACL_XATTR, acl)
+
+
+ACL_XATTR = "system.posix_acl_access"
+
+
+def _access_acl(path):
+    """The file's access ACL as its extended attribute, or None (none, or no ACLs here)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            if os.geteuid() == 0:
-                os.fchown(handle.fileno(), info.st_uid, info.st_gid)
-            os.fchmod(handle.fileno(), info.st_mode & 0o7777)
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        return os.getxattr(path, ACL_XATTR)
+    except (OSError, AttributeError):
+        return None
