@@ -34,14 +34,15 @@ APP=$PREFIX/app                         # lib/ cgi-bin/ agi-bin/ apache/ bin/ as
 VENV=$PREFIX/venv                       # requirements(-runtime).txt, pinned
 DEMO_DIR=$PREFIX/demo                   # where older installs kept the demo CRM
 MANIFEST=$PREFIX/install-manifest       # what install.sh created or changed
+OPTIONS_FILE=$PREFIX/install-options    # the options a re-run keeps (--asterisk-etc ...)
 CONFIG_DIR=/etc/callexchange
 CONFIG=$CONFIG_DIR/callexchange.ini
 DEMO_KEY_FILE=$CONFIG_DIR/demo-api-key
 WRAPPER=/usr/local/bin/callexchange
 LOG_DIR=/var/log/callexchange
 RUN_DIR=/run/callexchange               # pid files of background processes (no systemd)
-ASTERISK_ETC=/etc/asterisk
-AGI_DIR=/var/lib/asterisk/agi-bin
+ASTERISK_ETC=/etc/asterisk                # or --asterisk-etc DIR
+AGI_DIR=/var/lib/asterisk/agi-bin         # or astagidir of $ASTERISK_ETC/asterisk.conf
 SYSTEMD_DIR=/etc/systemd/system
 CRON_FILE=/etc/cron.d/callexchange
 APP_PARTS="lib cgi-bin agi-bin apache bin asterisk systemd docs"
@@ -64,6 +65,7 @@ packages              apache2,libapache2-mod-xsendfile,python3,python3-venv,ca-c
 python                /usr/bin/python3                               /usr/bin/python3
 demo_packages         curl                                           -
 cron_package          cron                                           cronie
+acl_package           acl                                            acl
 cron_daemon           cron                                           crond
 cron_pid_file         /run/crond.pid                                 /run/crond.pid
 apache_service        apache2                                        httpd
@@ -159,7 +161,7 @@ load_distro() {
     FAMILY=$(detect_family /etc/os-release 2>"$WORK/family") \
         || die "$(cat "$WORK/family")"
     local name
-    for name in packages python demo_packages cron_package cron_daemon cron_pid_file apache_service \
+    for name in packages python demo_packages cron_package acl_package cron_daemon cron_pid_file apache_service \
             apache_ctl apache_conf_dir apache_conf_enable apache_conf_disable \
             apache_conf_enabled apache_mod_enable apache_mod_disable apache_mods_enabled \
             apache_modules apache_pid_file apache_error_log apache_log_dir apache_sites_enabled \
@@ -271,6 +273,30 @@ snippet_target() {
     esac
 }
 
+# asterisk_setting SECTION KEY: KEY's value in [SECTION] of $ASTERISK_ETC/asterisk.conf
+# (`key => value` or `key = value`; a template mark like [directories](!) is ignored),
+# or nothing. Where Asterisk keeps its AGI scripts, which user it runs as.
+asterisk_setting() {
+    local file=$ASTERISK_ETC/asterisk.conf
+    [ -r "$file" ] || return 0
+    awk -v section="$1" -v key="$2" '
+        { line = $0; sub(/;.*/, "", line) }
+        line ~ /^[[:space:]]*\[/ {
+            name = line; sub(/^[[:space:]]*\[/, "", name); sub(/\].*/, "", name)
+            gsub(/[[:space:]]/, "", name); current = name; next }
+        current == section && match(line, /=>?/) {
+            name = substr(line, 1, RSTART - 1); gsub(/[[:space:]]/, "", name)
+            if (name != key) next
+            value = substr(line, RSTART + RLENGTH); gsub(/^[[:space:]]+|[[:space:]]+$/, "", value)
+            print value; exit }' "$file"
+}
+
+# option_saved NAME: what an earlier run was given for NAME (install-options), or nothing.
+option_saved() {
+    [ -f "$OPTIONS_FILE" ] || return 0
+    sed -n "s/^$1=//p" "$OPTIONS_FILE" | tail -n 1
+}
+
 # unit_setting UNIT_FILE KEY: the value of KEY= in a systemd unit (the last one wins).
 unit_setting() {
     sed -n "s/^[[:space:]]*$2[[:space:]]*=[[:space:]]*//p" "$1" | tail -n 1
@@ -303,6 +329,62 @@ manifest_add() {
             "$MANIFEST"; then
         printf '%s\n' "$entry" >> "$MANIFEST"
     fi
+}
+
+# manifest_has KIND PATH DETAIL: true if the manifest records that entry.
+manifest_has() {
+    [ -f "$MANIFEST" ] && awk -F '\t' -v k="$1" -v p="$2" -v d="$3" \
+        '$1 == k && $2 == p && $3 == d { found = 1 } END { exit !found }' "$MANIFEST"
+}
+
+# manifest_remove KIND PATH DETAIL: forget an entry (what it recorded was undone).
+manifest_remove() {
+    [ -f "$MANIFEST" ] || return 0
+    awk -F '\t' -v k="$1" -v p="$2" -v d="$3" '!($1 == k && $2 == p && $3 == d)' \
+        "$MANIFEST" > "$MANIFEST.new"
+    mv -f "$MANIFEST.new" "$MANIFEST"
+}
+
+# --- ACLs ----------------------------------------------------------------------------------
+
+# acl_entries PATH: its ACL, one entry per line as getfacl spells them (user:NAME:r-x,
+# default:other::---), without the "#effective" comments.
+acl_entries() {
+    getfacl --omit-header --absolute-names -- "$1" 2>/dev/null \
+        | sed -e 's/[[:space:]]*#.*$//' -e '/^$/d'
+}
+
+# acl_grant PATH ENTRY...: add the entries PATH lacks, in getfacl's spelling, and record
+# each in the manifest (--uninstall takes them away). ACL_CHANGED=1 when one was missing.
+acl_grant() {
+    local path=$1 entry have missing=()
+    shift
+    have=$(acl_entries "$path")
+    for entry in "$@"; do
+        grep -Fxq -- "$entry" <<< "$have" || missing+=("$entry")
+        manifest_add acl "$path" "$entry"
+    done
+    ACL_CHANGED=0
+    [ "${#missing[@]}" -gt 0 ] || return 0
+    local list
+    list=$(IFS=,; echo "${missing[*]}")
+    setfacl -m "$list" -- "$path" 2> "$WORK/setfacl.log" \
+        || die "cannot add the ACL entries $list to $path: $(cat "$WORK/setfacl.log")." \
+               "install.sh lets Asterisk's user read the config and write the spool through" \
+               "POSIX ACLs (and nothing else of the gateway): the filesystem must support them"
+    ACL_CHANGED=1
+}
+
+# acl_revoke PATH ENTRY: undo acl_grant's ENTRY (a named entry is removed; a default
+# base entry takes the whole default ACL with it).
+acl_revoke() {
+    local path=$1 entry=$2
+    [ -e "$path" ] || return 0
+    grep -Fxq -- "$entry" <<< "$(acl_entries "$path")" || return 0
+    case $entry in
+        default:user::*|default:group::*|default:other::*|default:mask::*) setfacl -k -- "$path" ;;
+        *) setfacl -x "${entry%:*}" -- "$path" ;;
+    esac
 }
 
 # --- file helpers -------------------------------------------------------------------------
@@ -405,6 +487,7 @@ step_preflight() {
     esac
     load_distro
     detect_init
+    SPOOL_USER=$(spool_user)
     local pretty
     # shellcheck disable=SC1091
     pretty=$(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-unknown}")
@@ -439,6 +522,9 @@ step_packages() {
     fi
     if [ "$INIT" = none ] && ls "$SRC"/systemd/*.timer >/dev/null 2>&1; then
         wanted="$wanted $D_cron_package"     # the timers become /etc/cron.d lines
+    fi
+    if [ "$SPOOL_USER" != "$WEB_USER" ]; then
+        wanted="$wanted $D_acl_package"      # setfacl: Asterisk's user reaches config and spool only
     fi
     wanted=$(printf '%s\n' "$wanted" | xargs)
     local missing
@@ -677,17 +763,25 @@ step_keys_file() {
 }
 
 # Who writes the webhook spool: the AGI hook, i.e. Asterisk's user where Asterisk is
-# installed; else (the sandbox only) the web server's user.
+# installed (asterisk.conf's runuser, else the user asterisk); else (the sandbox only)
+# the web server's user.
 spool_user() {
-    if [ -d "$ASTERISK_ETC" ] && user_exists asterisk; then
+    local user=""
+    [ -d "$ASTERISK_ETC" ] || { echo "$WEB_USER"; return; }
+    user=$(asterisk_setting options runuser)
+    if [ -n "$user" ] && [ "$user" != root ] && user_exists "$user"; then
+        echo "$user"
+    elif [ -z "$user" ] && user_exists asterisk; then
         echo asterisk
     else
         echo "$WEB_USER"
     fi
 }
 
-# The state dir: the CGI (web user) writes ANI counts, replay and idempotency records
-# there; the webhook spool below it belongs to whoever runs the hook.
+# The state dir belongs to the web server's user (the CGI writes ANI counts, replies,
+# the recordings index there); the webhook spool below it to whoever runs the hook, in
+# the web server's group (setgid, so that what the hook writes stays readable by the
+# web server). Who else may reach what: step_access.
 step_state() {
     step state
     local did=""
@@ -699,19 +793,21 @@ step_state() {
         did="gave $CFG_STATE_DIR to $WEB_USER (the CGI writes there)"
     fi
     manifest_add keep "$CFG_STATE_DIR"
-    local spool=$CFG_STATE_DIR/webhooks owner
-    owner=$SPOOL_USER
+    local spool=$CFG_STATE_DIR/webhooks
     if [ ! -d "$spool" ]; then
-        ensure_dir "$spool" 750 "$owner" "$WEB_GROUP"
-        did="${did:+$did; }created $spool ($owner)"
-    elif [ "$(stat -c %U "$spool")" != "$owner" ]; then
-        chown -R "$owner:$WEB_GROUP" "$spool"
-        did="${did:+$did; }gave $spool to $owner (the webhook hook writes there)"
+        ensure_dir "$spool" 2750 "$SPOOL_USER" "$WEB_GROUP"
+        did="${did:+$did; }created $spool ($SPOOL_USER:$WEB_GROUP 2750)"
+    elif [ "$(stat -c '%U:%G' "$spool")" != "$SPOOL_USER:$WEB_GROUP" ] \
+            || [ -n "$(find "$spool" \( ! -user "$SPOOL_USER" -o ! -group "$WEB_GROUP" \) -print -quit)" ] \
+            || [ -n "$(find "$spool" -type d ! -perm -g+s -print -quit)" ]; then
+        chown -R "$SPOOL_USER:$WEB_GROUP" "$spool"
+        find "$spool" -type d -exec chmod g+s {} +
+        did="${did:+$did; }gave $spool to $SPOOL_USER:$WEB_GROUP, setgid (the hook writes there, the web server reads)"
     fi
     if [ -n "$did" ]; then
         changed state "$did"
     else
-        in_place state "$CFG_STATE_DIR, spool owned by $owner"
+        in_place state "$CFG_STATE_DIR, spool $SPOOL_USER:$WEB_GROUP"
     fi
 }
 
@@ -725,27 +821,90 @@ step_recordings() {
     elif [ "$MODE" = demo ]; then
         # The sandbox writes the demo recordings as the spool's user.
         ensure_dir "$CFG_RECORDINGS_ROOT" 755 "$SPOOL_USER" "$WEB_GROUP"
+        case $CFG_RECORDINGS_ROOT in
+            # Apache serves these: not the state dir's default ACL (other::---).
+            "$CFG_STATE_DIR"/*) command -v setfacl >/dev/null && setfacl -b -- "$CFG_RECORDINGS_ROOT" ;;
+        esac
         changed recordings "created $CFG_RECORDINGS_ROOT for the sandbox's recordings"
     else
         in_place recordings "$CFG_RECORDINGS_ROOT does not exist yet; Asterisk creates it"
     fi
 }
 
-# Asterisk's user reads the config (group $WEB_GROUP) and writes the spool: on a PBX it
-# joins that group. Asterisk gets the group when it next starts.
-step_asterisk_user() {
-    step asterisk-user
-    if [ "$SPOOL_USER" != asterisk ]; then
-        return
+# Least privilege for Asterisk's user, which runs the hook: it may read the config and
+# write the spool, nothing else of ours; not the keys file, not the rest of the state
+# dir. POSIX ACLs give it exactly that: traverse (--x) on the config dir and the state
+# dir, read on the config file; the spool is its own. The state dir's default ACL
+# (other::---) keeps whatever the gateway creates there later out of its reach whatever
+# the umask. Older installs put Asterisk's user into the web server's group, which
+# opened the keys file and the whole state dir: that membership is taken back.
+step_access() {
+    step access
+    local did=""
+    if id -nG "$SPOOL_USER" 2>/dev/null | tr ' ' '\n' | grep -Fxq "$WEB_GROUP" \
+            && [ "$SPOOL_USER" != "$WEB_USER" ]; then
+        if manifest_has group-member "$SPOOL_USER" "$WEB_GROUP"; then
+            gpasswd -d "$SPOOL_USER" "$WEB_GROUP" > /dev/null
+            manifest_remove group-member "$SPOOL_USER" "$WEB_GROUP"
+            did="removed $SPOOL_USER from group $WEB_GROUP (an older install.sh put it there; it could read the keys file)"
+            note "restart Asterisk when no calls are up (asterisk -rx 'core restart when convenient')" \
+                 "for the running process to drop that group"
+        else
+            note "warning: $SPOOL_USER is in group $WEB_GROUP (not by install.sh): it can read" \
+                 "$CFG_AUTH_KEYS_FILE and all of $CFG_STATE_DIR; remove it: gpasswd -d $SPOOL_USER $WEB_GROUP"
+        fi
     fi
-    if id -nG asterisk | tr ' ' '\n' | grep -Fxq "$WEB_GROUP"; then
-        in_place asterisk-user "asterisk is in group $WEB_GROUP"
-        return
+    if [ "$SPOOL_USER" != "$WEB_USER" ]; then
+        local granted=""
+        acl_grant "$CONFIG_DIR" "user:$SPOOL_USER:--x"
+        [ "$ACL_CHANGED" = 1 ] && granted="$CONFIG_DIR (--x)"
+        acl_grant "$CONFIG" "user:$SPOOL_USER:r--"
+        [ "$ACL_CHANGED" = 1 ] && granted="${granted:+$granted, }$CONFIG (r--)"
+        acl_grant "$CFG_STATE_DIR" "user:$SPOOL_USER:--x" "default:other::---"
+        [ "$ACL_CHANGED" = 1 ] && granted="${granted:+$granted, }$CFG_STATE_DIR (--x; default other::---)"
+        [ -n "$granted" ] && did="${did:+$did; }ACLs for $SPOOL_USER: $granted"
+        # What an older install (or a umask of 022) left open to others in the state dir.
+        local opened
+        opened=$(find "$CFG_STATE_DIR" -mindepth 1 \( -path "$CFG_STATE_DIR/webhooks" \
+            -o -path "$CFG_RECORDINGS_ROOT" \) -prune -o -perm /o=rwx -print | wc -l)
+        if [ "$opened" -gt 0 ]; then
+            find "$CFG_STATE_DIR" -mindepth 1 \( -path "$CFG_STATE_DIR/webhooks" \
+                -o -path "$CFG_RECORDINGS_ROOT" \) -prune -o -perm /o=rwx -exec chmod o-rwx {} +
+            did="${did:+$did; }closed $opened path(s) in $CFG_STATE_DIR to others"
+        fi
     fi
-    usermod -a -G "$WEB_GROUP" asterisk
-    manifest_add group-member asterisk "$WEB_GROUP"
-    changed asterisk-user "added the user asterisk to group $WEB_GROUP (to read $CONFIG);" \
-        "restart Asterisk once, when no calls are up, for the AGI hook to get it"
+    access_problems > "$WORK/access.log"
+    if [ -s "$WORK/access.log" ]; then
+        die "the access rights are not as they must be: $(paste -sd ';' "$WORK/access.log")"
+    fi
+    if [ -n "$did" ]; then
+        changed access "$did"
+    elif [ "$SPOOL_USER" != "$WEB_USER" ]; then
+        in_place access "$SPOOL_USER reads $CONFIG and writes the spool; not the keys file or the rest of $CFG_STATE_DIR"
+    else
+        in_place access "$WEB_USER reads $CONFIG and the keys file, writes $CFG_STATE_DIR"
+    fi
+}
+
+# access_problems: one line per right that is not as it must be, checked as the users
+# themselves (setpriv, their groups from /etc/group).
+access_problems() {
+    local probe=$CFG_STATE_DIR/.cx-install-probe
+    as_user "$WEB_USER" test -r "$CONFIG" || echo "$WEB_USER cannot read $CONFIG"
+    as_user "$WEB_USER" test -r "$CFG_AUTH_KEYS_FILE" || echo "$WEB_USER cannot read $CFG_AUTH_KEYS_FILE"
+    as_user "$WEB_USER" test -w "$CFG_STATE_DIR" || echo "$WEB_USER cannot write $CFG_STATE_DIR"
+    as_user "$WEB_USER" test -r "$CFG_STATE_DIR/webhooks" || echo "$WEB_USER cannot read the spool"
+    as_user "$SPOOL_USER" test -r "$CONFIG" || echo "$SPOOL_USER cannot read $CONFIG"
+    as_user "$SPOOL_USER" test -w "$CFG_STATE_DIR/webhooks" || echo "$SPOOL_USER cannot write the spool"
+    [ "$SPOOL_USER" != "$WEB_USER" ] || return 0
+    ! as_user "$SPOOL_USER" test -r "$CFG_AUTH_KEYS_FILE" || echo "$SPOOL_USER can read $CFG_AUTH_KEYS_FILE"
+    ! as_user "$SPOOL_USER" ls "$CFG_STATE_DIR" > /dev/null 2>&1 || echo "$SPOOL_USER can list $CFG_STATE_DIR"
+    # Something the web server creates in the state dir later must stay out of reach too.
+    rm -rf "$probe"
+    as_user "$WEB_USER" sh -c 'umask 022; mkdir "$1" && : > "$1/file"' sh "$probe"
+    ! as_user "$SPOOL_USER" test -r "$probe/file" \
+        || echo "$SPOOL_USER can read what $WEB_USER creates in $CFG_STATE_DIR"
+    rm -rf "$probe"
 }
 
 step_agi() {
@@ -830,15 +989,31 @@ step_asterisk_snippets() {
     fi
 }
 
+# asterisk_cli COMMAND: run COMMAND on the running Asterisk of $ASTERISK_ETC (its
+# asterisk.conf, its binary from astsbindir); fails when none answers.
+asterisk_cli() {
+    local binary config=()
+    binary=$(asterisk_setting directories astsbindir)
+    if [ -n "$binary" ] && [ -x "$binary/asterisk" ]; then
+        binary=$binary/asterisk
+    else
+        binary=$(command -v asterisk) || return 1
+    fi
+    if [ "$ASTERISK_ETC" != /etc/asterisk ] && [ -f "$ASTERISK_ETC/asterisk.conf" ]; then
+        config=(-C "$ASTERISK_ETC/asterisk.conf")
+    fi
+    "$binary" "${config[@]}" -rx "$1" 2>/dev/null
+}
+
 # reload_asterisk SNIPPET_NAMES: reload the dialplan / manager if Asterisk is running.
 reload_asterisk() {
     [ -n "${1// /}" ] || return 0
-    if ! command -v asterisk >/dev/null || ! asterisk -rx 'core show version' >/dev/null 2>&1; then
+    if ! asterisk_cli 'core show version' >/dev/null; then
         note "Asterisk is not running: it reads the new files when it starts"
         return 0
     fi
-    case $1 in *extensions*|*dialplan*) asterisk -rx 'dialplan reload' >/dev/null && note "asterisk: dialplan reloaded" ;; esac
-    case $1 in *manager*) asterisk -rx 'manager reload' >/dev/null && note "asterisk: manager reloaded" ;; esac
+    case $1 in *extensions*|*dialplan*) asterisk_cli 'dialplan reload' >/dev/null && note "asterisk: dialplan reloaded" ;; esac
+    case $1 in *manager*) asterisk_cli 'manager reload' >/dev/null && note "asterisk: manager reloaded" ;; esac
     return 0
 }
 
@@ -1284,7 +1459,7 @@ PY
 # the AMI login when something answers on [ami] host:port.
 check_install() {
     step check
-    local args=(check)
+    local args=(check --asterisk-etc "$ASTERISK_ETC")
     if ! (exec 3<>"/dev/tcp/$CFG_AMI_HOST/$CFG_AMI_PORT") 2>/dev/null; then
         args+=(--no-ami)
         note "callexchange check --no-ami (nothing answers on $CFG_AMI_HOST:$CFG_AMI_PORT yet), as $WEB_USER:"
@@ -1357,6 +1532,11 @@ uninstall_entry() {
                 changed asterisk "removed the line $detail from $path"
                 asterisk_reload="$asterisk_reload $(basename "$path")"
             fi ;;
+        acl)
+            if [ -e "$path" ] && grep -Fxq -- "$detail" <<< "$(acl_entries "$path")"; then
+                acl_revoke "$path" "$detail"
+                changed access "removed the ACL entry $detail from $path"
+            fi ;;
         group-member)
             if id -nG "$path" 2>/dev/null | tr ' ' '\n' | grep -Fxq "$detail"; then
                 gpasswd -d "$path" "$detail" >/dev/null
@@ -1399,6 +1579,7 @@ uninstall() {
     [ "$(id -u)" -eq 0 ] || die "run as root: sudo $0 --uninstall"
     load_distro
     detect_init
+    load_options
     if [ ! -f "$MANIFEST" ]; then
         echo "Nothing to uninstall: no $MANIFEST (CallExchange is not installed here)."
         return 0
@@ -1444,6 +1625,32 @@ uninstall() {
 
 # --- main ----------------------------------------------------------------------------------
 
+# load_options: the options given now, else those an earlier run was given; and what
+# follows from them (where Asterisk keeps its AGI scripts).
+load_options() {
+    ASTERISK_ETC=${OPT_ASTERISK_ETC:-$(option_saved asterisk_etc)}
+    ASTERISK_ETC=${ASTERISK_ETC:-/etc/asterisk}
+    local agi
+    agi=$(asterisk_setting directories astagidir)
+    AGI_DIR=${agi:-/var/lib/asterisk/agi-bin}
+}
+
+# The options a re-run keeps, so that `./install.sh` after an update does what the
+# first run was told.
+step_options() {
+    step options
+    {
+        echo "# CallExchange install.sh: the options later runs keep (a given option wins)."
+        [ "$ASTERISK_ETC" = /etc/asterisk ] || echo "asterisk_etc=$ASTERISK_ETC"
+    } | install_text "$OPTIONS_FILE" 644 root root
+    manifest_add file "$OPTIONS_FILE"
+    if [ "$FILE_CHANGED" = 1 ]; then
+        changed options "$OPTIONS_FILE: $(grep -v '^#' "$OPTIONS_FILE" | paste -sd ' ' | sed 's/^$/defaults/')"
+    else
+        in_place options "$OPTIONS_FILE"
+    fi
+}
+
 usage() {
     sed -n '2,9s/^# \{0,1\}//p' "$0"
 }
@@ -1453,6 +1660,7 @@ main() {
     MODE=install
     CALLER_ID=""
     SCRUB_ACCESS_LOG=0
+    OPT_ASTERISK_ETC=""
     local action=install
     while [ $# -gt 0 ]; do
         case $1 in
@@ -1464,6 +1672,11 @@ main() {
                 CALLER_ID=${2#+}
                 shift ;;
             --caller-id=*) CALLER_ID=${1#--caller-id=}; CALLER_ID=${CALLER_ID#+} ;;
+            --asterisk-etc)
+                [ $# -ge 2 ] || { echo "install.sh: --asterisk-etc needs a DIR" >&2; exit 2; }
+                OPT_ASTERISK_ETC=$2
+                shift ;;
+            --asterisk-etc=*) OPT_ASTERISK_ETC=${1#--asterisk-etc=} ;;
             -h|--help) usage; exit 0 ;;
             *) echo "install.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
         esac
@@ -1473,6 +1686,14 @@ main() {
         echo "install.sh: --caller-id must be 6 to 15 digits, got $CALLER_ID" >&2
         exit 2
     fi
+    if [ -n "$OPT_ASTERISK_ETC" ]; then
+        case $OPT_ASTERISK_ETC in
+            /*) ;;
+            *) echo "install.sh: --asterisk-etc must be an absolute path, got $OPT_ASTERISK_ETC" >&2; exit 2 ;;
+        esac
+        [ -d "$OPT_ASTERISK_ETC" ] || { echo "install.sh: --asterisk-etc $OPT_ASTERISK_ETC is not a directory" >&2; exit 2; }
+    fi
+    load_options
     SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
     WORK=$(mktemp -d /tmp/callexchange-install.XXXXXX)
     trap 'rm -rf "$WORK"' EXIT
@@ -1488,17 +1709,17 @@ main() {
     fi
     step_preflight
     step_packages
+    step_options
     step_app
     step_venv
     step_bytecode
     step_wrapper
     step_config
     read_config
-    SPOOL_USER=$(spool_user)
     step_keys_file
     step_state
     step_recordings
-    step_asterisk_user
+    step_access
     step_agi
     step_asterisk_snippets
     reload_asterisk "$ASTERISK_RELOAD"

@@ -12,6 +12,11 @@
 #                                           still serves the old config (401 JSON, bad key)
 #   5. ./install.sh --uninstall             app, venv, Apache snippet, services gone; config,
 #                                           keys and data kept; Apache still configtests
+#   6. a PBX (--asterisk-etc, user          Asterisk's user reads the config and writes the
+#      asterisk): least privilege           spool, nothing else (not the keys file, not the
+#                                           rest of the state dir); twice; an older install's
+#                                           layout (asterisk in www-data) is repaired;
+#                                           --uninstall restores Asterisk's files byte for byte
 #
 # Then it leaves the machine as the test suite wants it: Apache stopped, the demo
 # processes gone, the kept config and data removed. It refuses to run where CallExchange
@@ -29,6 +34,7 @@ APACHE_CONF=/etc/apache2/conf-available/callexchange.conf
 BROKEN_SNIPPET=/etc/apache2/conf-enabled/zz-callexchange-ci-broken.conf
 OUT=$(mktemp -d /tmp/cx-install-check.XXXXXX)
 FAILED=0
+MADE_ASTERISK_USER=0
 
 say() { printf '\n== %s\n' "$*"; }
 ok() { printf '   ok   %s\n' "$*"; }
@@ -99,6 +105,9 @@ cleanup() {
     if [ -z "$CRON_BEFORE" ] && [ -n "$(cron_pid)" ]; then
         service cron stop >/dev/null 2>&1 || kill "$(cron_pid)" 2>/dev/null || true
     fi
+    if [ "$MADE_ASTERISK_USER" = 1 ]; then
+        userdel asterisk >/dev/null 2>&1 || true
+    fi
     rm -rf "$CONFIG_DIR" "$STATE_DIR" "$LOG_DIR" "$RUN_DIR" "$OUT"
     if [ "$status" = 0 ]; then
         echo
@@ -142,6 +151,11 @@ for raw in open(sys.argv[1], encoding="utf-8"):
             lines.extend(describe(os.path.join(top, name)) for name in sorted(files))
     elif kind in ("file", "link", "keep", "include"):
         lines.append(describe(path))
+    elif kind == "acl":
+        import subprocess
+        acl = subprocess.run(["getfacl", "--omit-header", "--absolute-names", path],
+                             capture_output=True, text=True).stdout
+        lines.append("%s acl %s" % (path, " ".join(acl.split())))
     elif kind == "apache-conf":
         lines.append(describe("/etc/apache2/conf-enabled/%s.conf" % path))
 for directory in ("/etc/apache2/mods-enabled", "/etc/apache2/conf-enabled"):
@@ -332,3 +346,82 @@ fi
 ./install.sh --uninstall > "$OUT/uninstall2.log" 2>&1 || fail "a second uninstall failed"
 grep -q 'Nothing to uninstall' "$OUT/uninstall2.log" || fail "a second uninstall did something"
 ok "a second --uninstall has nothing to do"
+
+# --- 6. a PBX: least privilege for Asterisk's user ------------------------------------------
+say "6. a PBX (--asterisk-etc, user asterisk): Asterisk's user reaches the config and the spool only"
+rm -rf "$CONFIG_DIR" "$STATE_DIR"
+if ! getent passwd asterisk > /dev/null; then
+    useradd --system --no-create-home --shell /usr/sbin/nologin asterisk
+    MADE_ASTERISK_USER=1
+fi
+pbx_etc=$OUT/pbx-etc
+mkdir -p "$pbx_etc" "$OUT/pbx-agi"
+printf '[directories]\nastagidir => %s\n[options]\nrunuser = asterisk\n' "$OUT/pbx-agi" > "$pbx_etc/asterisk.conf"
+printf '[general]\nstatic=yes\n\n[default]\nexten => 1,1,Hangup()' > "$pbx_etc/extensions.conf"
+printf '[general]\nenabled = yes\nport = 5038\n' > "$pbx_etc/manager.conf"
+cp -p "$pbx_etc/extensions.conf" "$OUT/extensions.conf.orig"
+cp -p "$pbx_etc/manager.conf" "$OUT/manager.conf.orig"
+chmod 755 "$OUT"
+
+as_asterisk() { setpriv --reuid=asterisk --regid="$(id -g asterisk)" --init-groups -- "$@"; }
+as_web() { setpriv --reuid=www-data --regid=www-data --init-groups -- "$@"; }
+check_least_privilege() {
+    local keys state
+    keys=$(callexchange config get auth keys_file)
+    state=$(callexchange config get state dir)
+    # shellcheck disable=SC2016  # $1 is expanded by the inner sh
+    as_web sh -c 'mkdir -p "$1/ani" && echo 1 > "$1/ani/probe"' sh "$state"
+    as_asterisk test -r "$CONFIG_DIR/callexchange.ini" || fail "asterisk cannot read the config"
+    as_asterisk test -w "$state/webhooks" || fail "asterisk cannot write the spool"
+    as_asterisk test -r "$keys" && fail "asterisk can read the keys file $keys"
+    as_asterisk ls "$state" > /dev/null 2>&1 && fail "asterisk can list $state"
+    as_asterisk cat "$state/ani/probe" > /dev/null 2>&1 && fail "asterisk can read $state/ani/probe"
+    id -nG asterisk | tr ' ' '\n' | grep -Fxq www-data && fail "asterisk is in group www-data"
+    as_web test -r "$keys" || fail "www-data cannot read the keys file"
+    as_web test -r "$state/webhooks" || fail "www-data cannot read the spool"
+    [ "$(stat -c '%U:%G %a' "$state/webhooks")" = "asterisk:www-data 2750" ] \
+        || fail "the spool is $(stat -c '%U:%G %a' "$state/webhooks"), not asterisk:www-data 2750"
+    rm -rf "$state/ani/probe"
+    ok "asterisk reads the config and writes the spool; it cannot read the keys file, list the state dir or read its files; www-data reads keys and spool"
+}
+
+./install.sh --asterisk-etc "$pbx_etc" --caller-id 4930123456 > "$OUT/pbx1.log" 2>&1 \
+    || { cat "$OUT/pbx1.log"; fail "install.sh --asterisk-etc failed"; }
+sed 's/^/   | /' "$OUT/pbx1.log" | grep -E '^   \| \[(state|access|agi|asterisk|options)\]'
+check_least_privilege
+grep -Fxq '#include "extensions_callexchange.conf"' "$pbx_etc/extensions.conf" || fail "no #include in extensions.conf"
+grep -Fxq '#include "manager_callexchange.conf"' "$pbx_etc/manager.conf" || fail "no #include in manager.conf"
+[ -L "$OUT/pbx-agi/callexchange-webhook.agi" ] || fail "the hook is not linked into astagidir $OUT/pbx-agi"
+ok "the snippets and #include lines are in $pbx_etc, the hook in its astagidir"
+snapshot > "$OUT/pbx-snapshot1"
+./install.sh > "$OUT/pbx2.log" 2>&1 || { cat "$OUT/pbx2.log"; fail "the second PBX run failed"; }
+grep '^\[' "$OUT/pbx2.log" | grep -v 'already in place' && fail "the second PBX run changed the step(s) above"
+snapshot > "$OUT/pbx-snapshot2"
+diff -u "$OUT/pbx-snapshot1" "$OUT/pbx-snapshot2" || fail "the second PBX run (options remembered) changed files"
+ok "a second run without options keeps --asterisk-etc and changes nothing"
+
+say "6b. the layout of an older install.sh (asterisk in group www-data, no ACLs, state open to others) is repaired"
+state=$(callexchange config get state dir)
+usermod -a -G www-data asterisk
+printf 'group-member\tasterisk\twww-data\n' >> "$MANIFEST"
+setfacl -b "$CONFIG_DIR" "$CONFIG_DIR/callexchange.ini" "$state"
+mkdir -p "$state/ani" && echo 1 > "$state/ani/old" && chmod -R o+rX "$state/ani"
+./install.sh > "$OUT/pbx3.log" 2>&1 || { cat "$OUT/pbx3.log"; fail "the repairing run failed"; }
+sed 's/^/   | /' "$OUT/pbx3.log" | grep -E '^   \| \[access\]|restart Asterisk'
+grep -q 'removed asterisk from group www-data' "$OUT/pbx3.log" || fail "the old group membership was not taken back"
+check_least_privilege
+as_asterisk cat "$state/ani/old" > /dev/null 2>&1 && fail "asterisk can still read what the old layout left open"
+rm -f "$state/ani/old"
+ok "repaired: membership taken back, ACLs in place, old files closed"
+
+say "6c. --uninstall on the PBX"
+./install.sh --uninstall > "$OUT/pbx-uninstall.log" 2>&1 || { cat "$OUT/pbx-uninstall.log"; fail "uninstall failed"; }
+cmp "$pbx_etc/extensions.conf" "$OUT/extensions.conf.orig" || fail "extensions.conf is not as it was"
+cmp "$pbx_etc/manager.conf" "$OUT/manager.conf.orig" || fail "manager.conf is not as it was"
+for leftover in "$pbx_etc/extensions_callexchange.conf" "$pbx_etc/manager_callexchange.conf" \
+        "$OUT/pbx-agi/callexchange-webhook.agi"; do
+    [ -e "$leftover" ] || [ -L "$leftover" ] && fail "$leftover is still there"
+done
+getfacl --omit-header --absolute-names "$CONFIG_DIR/callexchange.ini" | grep -q asterisk && fail "the config still has an ACL for asterisk"
+ok "Asterisk's files byte for byte as before, snippets and hook link gone, ACL entries removed"
+

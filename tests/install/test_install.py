@@ -499,3 +499,93 @@ def test_shellcheck_finds_nothing(script):
     result = subprocess.run(["shellcheck", str(REPO / script)], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, result.stdout
+
+
+# --- least privilege: asterisk.conf, ACLs, the manifest's own bookkeeping ---------------
+
+def test_asterisk_setting_reads_asterisk_conf(tmp_path):
+    (tmp_path / "asterisk.conf").write_text(
+        "; comment\n[directories](!)\nastagidir => /srv/agi ; trailing comment\n"
+        "astsbindir=/opt/asterisk/sbin\n[options]\nrunuser = pbx\nverbose => 3\n")
+    def setting(section, key):
+        return bash('ASTERISK_ETC="$1"; asterisk_setting "$2" "$3"', tmp_path, section, key).stdout
+    assert setting("directories", "astagidir") == "/srv/agi\n"
+    assert setting("directories", "astsbindir") == "/opt/asterisk/sbin\n"
+    assert setting("options", "runuser") == "pbx\n"
+    assert setting("options", "astagidir") == ""        # other section
+    assert bash('ASTERISK_ETC="$1"; asterisk_setting options runuser', tmp_path / "none").stdout == ""
+
+
+def test_load_options_takes_the_agi_dir_from_asterisk_conf(tmp_path):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    script = ('PREFIX="$1"; OPTIONS_FILE="$1/install-options"; OPT_ASTERISK_ETC="$2"; '
+              'load_options; echo "$ASTERISK_ETC $AGI_DIR"')
+    assert bash(script, tmp_path, etc).stdout == "%s /var/lib/asterisk/agi-bin\n" % etc
+    (etc / "asterisk.conf").write_text("[directories]\nastagidir => /srv/agi\n")
+    assert bash(script, tmp_path, etc).stdout == "%s /srv/agi\n" % etc
+    # Remembered by an earlier run, when not given now.
+    (tmp_path / "install-options").write_text("# x\nasterisk_etc=%s\n" % etc)
+    assert bash(script, tmp_path, "").stdout == "%s /srv/agi\n" % etc
+    (tmp_path / "install-options").unlink()
+    assert bash(script, tmp_path, "").stdout.startswith("/etc/asterisk ")
+
+
+def test_manifest_has_and_remove(tmp_path):
+    manifest = tmp_path / "install-manifest"
+    script = ('MANIFEST="$1"; manifest_add group-member asterisk www-data; '
+              'manifest_add file /x; manifest_has group-member asterisk www-data && echo yes; '
+              'manifest_has group-member asterisk other || echo no; '
+              'manifest_remove group-member asterisk www-data; '
+              'manifest_has group-member asterisk www-data || echo gone')
+    assert bash(script, manifest).stdout == "yes\nno\ngone\n"
+    entries = [line for line in manifest.read_text().splitlines() if not line.startswith("#")]
+    assert entries == ["file\t/x"]
+
+
+def _need_setfacl():
+    if not shutil.which("setfacl"):
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but setfacl is not installed (apt-get install acl)")
+        pytest.skip("setfacl is not installed (apt-get install acl)")
+
+
+def test_acl_grant_adds_what_is_missing_once_and_acl_revoke_takes_it_back(tmp_path):
+    _need_setfacl()
+    state = tmp_path / "state"
+    state.mkdir(mode=0o750)
+    manifest = tmp_path / "manifest"
+    grant = ('MANIFEST="$1"; WORK="$2"; acl_grant "$3" user:nobody:--x default:other::---; '
+             'echo "changed=$ACL_CHANGED"; acl_entries "$3"')
+    first = bash(grant, manifest, tmp_path, state).stdout.splitlines()
+    again = bash(grant, manifest, tmp_path, state).stdout.splitlines()
+    assert first[0] == "changed=1" and again[0] == "changed=0"
+    assert "user:nobody:--x" in first and "default:other::---" in first
+    assert first[1:] == again[1:]
+    entries = [line for line in manifest.read_text().splitlines() if not line.startswith("#")]
+    assert entries == ["acl\t%s\tuser:nobody:--x" % state, "acl\t%s\tdefault:other::---" % state]
+    # What the gateway creates below later is closed to others whatever the umask.
+    (state / "ani").mkdir()
+    (state / "ani" / "usage").write_text("1")
+    assert (state / "ani").stat().st_mode & 0o007 == 0
+    bash('acl_revoke "$1" user:nobody:--x; acl_revoke "$1" default:other::---', state)
+    left = bash('acl_entries "$1"', state).stdout.splitlines()
+    assert not [entry for entry in left if "nobody" in entry or entry.startswith("default:")]
+
+
+def test_acl_grant_stops_with_a_reason_where_the_filesystem_has_no_acls(tmp_path):
+    _need_setfacl()
+    result = bash('MANIFEST="$1/m"; WORK="$1"; STEP=access; acl_grant /proc/self/status '
+                  'user:nobody:r--', tmp_path, check=False)
+    assert result.returncode == 1
+    assert "cannot add the ACL entries user:nobody:r-- to /proc/self/status" in result.stderr
+    assert "filesystem must support them" in result.stderr
+
+
+def test_spool_user_is_asterisk_conf_runuser_or_asterisk_else_the_web_user(tmp_path):
+    script = 'ASTERISK_ETC="$1"; WEB_USER=www-data; spool_user'
+    assert bash(script, tmp_path / "none").stdout == "www-data\n"
+    (tmp_path / "asterisk.conf").write_text("[options]\nrunuser = nobody\n")
+    assert bash(script, tmp_path).stdout == "nobody\n"
+    (tmp_path / "asterisk.conf").write_text("[options]\nrunuser = root\n")
+    assert bash(script, tmp_path).stdout == "www-data\n"    # the hook as root: files given to www-data
