@@ -1,8 +1,10 @@
 """mod_wsgi entry point: the WSGI application of the CGI shims, kept loaded.
 
-apache/callexchange-wsgi.conf.in maps both legacy URLs here and passes the config path as
+apache/callexchange-wsgi.conf.in maps the legacy URLs here and passes the config path as
 CALLEXCHANGE_CONFIG in each request's environ (SetEnv), which os.environ never sees under
-mod_wsgi; so the application is made on the first request, once per config path.
+mod_wsgi; so the application is made on the first request, one per config path. It
+follows edits of the config and the keys file without an Apache reload
+(callexchange.http.persistent).
 """
 import os
 import sys
@@ -10,7 +12,7 @@ import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), os.pardir, "lib"))
 
-from callexchange.http.app import create_app  # noqa: E402
+from callexchange.http.persistent import PersistentApp  # noqa: E402
 
 _apps = {}
 _lock = threading.Lock()
@@ -21,7 +23,5 @@ def application(environ, start_response):
     app = _apps.get(config_path)
     if app is None:
         with _lock:
-            app = _apps.get(config_path)
-            if app is None:
-                app = _apps[config_path] = create_app(config_path)
+            app = _apps.setdefault(config_path, PersistentApp(config_path))
     return app(environ, start_response)
