@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# install.sh: install the CallExchange PBX gateway on this machine (SPEC §10).
+# install.sh: install the CallExchange PBX gateway on this machine.
 #
 #   sudo ./install.sh [--caller-id NUMBER]   install or update; running it again changes nothing
 #   sudo ./install.sh --demo                 also the sandbox PBX, a demo CRM and a demo key
 #   sudo ./install.sh --uninstall            remove what it installed; keep config, keys, data
+#   sudo ./install.sh --persistent           serve the URLs from mod_wsgi daemons (--cgi: back to CGI)
+#   sudo ./install.sh --asterisk-etc DIR     Asterisk's config dir, if not /etc/asterisk
 #   sudo ./install.sh --scrub-access-log     also keep our URLs out of the enabled sites' access logs
 #
 # Debian 12 and Ubuntu 22.04+ (tested on Debian 12); RHEL 9 family where it can. Every
@@ -77,7 +79,13 @@ apache_conf_enabled   /etc/apache2/conf-enabled                      -
 apache_mod_enable     a2enmod                                        -
 apache_mod_disable    a2dismod                                       -
 apache_mods_enabled   /etc/apache2/mods-enabled                      -
-apache_modules        cgid,alias,env,mime,headers,allowmethods,lua,xsendfile -
+apache_modules        alias,env,mime,headers,allowmethods,lua,xsendfile -
+apache_modules_cgi    cgid                                           -
+apache_modules_wsgi   wsgi                                           -
+wsgi_package          libapache2-mod-wsgi-py3                        python3-mod_wsgi
+apache_sites_dir      /etc/apache2/sites-available                   /etc/httpd/conf.d
+apache_site_enable    a2ensite                                       -
+apache_site_disable   a2dissite                                      -
 apache_pid_file       /run/apache2/apache2.pid                       /run/httpd/httpd.pid
 apache_error_log      /var/log/apache2/error.log                     /var/log/httpd/error_log
 apache_log_dir        /var/log/apache2                               /var/log/httpd
@@ -164,13 +172,14 @@ load_distro() {
     for name in packages python demo_packages cron_package acl_package cron_daemon cron_pid_file apache_service \
             apache_ctl apache_conf_dir apache_conf_enable apache_conf_disable \
             apache_conf_enabled apache_mod_enable apache_mod_disable apache_mods_enabled \
+            apache_modules apache_modules_cgi apache_modules_wsgi wsgi_package apache_sites_dir \
+            apache_site_enable apache_site_disable \
             apache_modules apache_pid_file apache_error_log apache_log_dir apache_sites_enabled \
             web_user web_group selinux; do
         printf -v "D_${name}" '%s' "$(distro_value "$FAMILY" "$name")"
     done
     WEB_USER=$D_web_user
     WEB_GROUP=$D_web_group
-    APACHE_CONF=$D_apache_conf_dir/callexchange.conf
 }
 
 # detect_init: INIT=systemd when systemd runs as PID 1 (hosts, VMs), else INIT=none
@@ -525,6 +534,9 @@ step_packages() {
     fi
     if [ "$SPOOL_USER" != "$WEB_USER" ]; then
         wanted="$wanted $D_acl_package"      # setfacl: Asterisk's user reaches config and spool only
+    fi
+    if [ "$APACHE_MODE" = persistent ]; then
+        wanted="$wanted $D_wsgi_package"     # mod_wsgi, for the daemon processes
     fi
     wanted=$(printf '%s\n' "$wanted" | xargs)
     local missing
@@ -1035,61 +1047,149 @@ apache_reload() {
     fi
 }
 
-# The snippet and the modules, as one transaction: put in place, `configtest`, and on
-# failure put everything back as it was; Apache is not reloaded until it passes.
+# Our Apache snippets, the modules they need, as one transaction: every snippet put in
+# place (or removed), enabled (or disabled), `configtest`, and on failure everything put
+# back as it was; Apache is not reloaded until the whole passes. The main snippet is the
+# CGI one, or the mod_wsgi one with --persistent: the same file name, so switching modes
+# is one file's content.
 step_apache_conf() {
     step apache-conf
-    local rendered=$WORK/callexchange.conf
-    render_site_conf "$SRC/apache/callexchange.conf.in" "$CFG_RECORDINGS_ROOT" > "$rendered" \
-        || die "cannot render apache/callexchange.conf.in"
-    local missing_mods="" module enabled=1
-    for module in $(echo "$D_apache_modules" | tr ',' ' '); do
+    local template=callexchange.conf.in modules
+    modules=$(echo "$D_apache_modules,$D_apache_modules_cgi" | tr ',' ' ')
+    if [ "$APACHE_MODE" = persistent ]; then
+        template=callexchange-wsgi.conf.in
+        modules=$(echo "$D_apache_modules,$D_apache_modules_wsgi" | tr ',' ' ')
+    fi
+    render_site_conf "$SRC/apache/$template" "$CFG_RECORDINGS_ROOT" > "$WORK/callexchange.conf" \
+        || die "cannot render apache/$template"
+    APACHE_UNITS=("conf callexchange $WORK/callexchange.conf")
+    apache_transaction "$modules"
+}
+
+# unit_path KIND NAME / unit_enabled_path KIND NAME: where snippet NAME (kind conf: a
+# server-level snippet; site: a virtual host) lives, and its enabling link (none on RHEL).
+unit_path() {
+    case $1 in
+        conf) echo "$D_apache_conf_dir/$2.conf" ;;
+        site) echo "$D_apache_sites_dir/$2.conf" ;;
+    esac
+}
+unit_enabled_path() {
+    case $1 in
+        conf) [ -z "$D_apache_conf_enabled" ] || echo "$D_apache_conf_enabled/$2.conf" ;;
+        site) [ -z "$D_apache_sites_enabled" ] || echo "$D_apache_sites_enabled/$2.conf" ;;
+    esac
+}
+unit_enable() {
+    local tool=$D_apache_conf_enable
+    [ "$1" = site ] && tool=$D_apache_site_enable
+    [ -z "$tool" ] || "$tool" -q "$2" > /dev/null
+}
+unit_disable() {
+    local tool=$D_apache_conf_disable
+    [ "$1" = site ] && tool=$D_apache_site_disable
+    [ -z "$tool" ] || "$tool" -q "$2" > /dev/null 2>&1
+}
+
+# apache_transaction MODULES: bring the snippets of APACHE_UNITS ("KIND NAME FILE", FILE
+# the new text or "-" for "not there") and MODULES in place as described above.
+apache_transaction() {
+    local modules=$1 module missing_mods="" unit kind name rendered path enabled_path
+    local changes=() done_list=()
+    for module in $modules; do
         [ -e "$D_apache_mods_enabled/$module.load" ] || missing_mods="$missing_mods $module"
     done
     missing_mods=${missing_mods# }
-    if [ -n "$D_apache_conf_enabled" ] && [ ! -e "$D_apache_conf_enabled/callexchange.conf" ]; then
-        enabled=0
-    fi
-    if cmp -s "$rendered" "$APACHE_CONF" && [ "$enabled" = 1 ] && [ -z "$missing_mods" ]; then
-        manifest_add file "$APACHE_CONF"
-        in_place apache-conf "$APACHE_CONF${D_apache_conf_enable:+, enabled}"
+    for unit in "${APACHE_UNITS[@]}"; do
+        read -r kind name rendered <<< "$unit"
+        path=$(unit_path "$kind" "$name")
+        enabled_path=$(unit_enabled_path "$kind" "$name")
+        if [ "$rendered" = - ]; then
+            if [ -e "$path" ] || { [ -n "$enabled_path" ] && [ -e "$enabled_path" ]; }; then
+                changes+=("$unit")
+            fi
+        elif ! cmp -s "$rendered" "$path" || { [ -n "$enabled_path" ] && [ ! -e "$enabled_path" ]; }; then
+            changes+=("$unit")
+        else
+            manifest_add file "$path"
+        fi
+    done
+    if [ "${#changes[@]}" -eq 0 ] && [ -z "$missing_mods" ]; then
+        local names=()
+        for unit in "${APACHE_UNITS[@]}"; do
+            read -r kind name rendered <<< "$unit"
+            [ "$rendered" = - ] || names+=("$(unit_path "$kind" "$name")")
+        done
+        in_place apache-conf "${names[*]}${D_apache_conf_enable:+, enabled}"
         return
     fi
-    local previous=""
-    if [ -f "$APACHE_CONF" ]; then
-        previous=$WORK/previous-callexchange.conf
-        cp -p "$APACHE_CONF" "$previous"
-    fi
-    install_file "$rendered" "$APACHE_CONF" 644 root root
-    if [ "$enabled" = 0 ]; then
-        "$D_apache_conf_enable" -q callexchange >/dev/null
-    fi
+    # Keep what is there, to put it back if Apache refuses the whole.
+    local index=0 saved
+    for unit in "${changes[@]}"; do
+        read -r kind name rendered <<< "$unit"
+        path=$(unit_path "$kind" "$name")
+        enabled_path=$(unit_enabled_path "$kind" "$name")
+        saved=$WORK/before.$index
+        rm -f "$saved" "$saved.enabled"
+        [ -f "$path" ] && cp -p "$path" "$saved"
+        [ -n "$enabled_path" ] && [ -e "$enabled_path" ] && : > "$saved.enabled"
+        if [ "$rendered" = - ]; then
+            [ -n "$enabled_path" ] && [ -e "$enabled_path" ] && unit_disable "$kind" "$name"
+            rm -f "$path"
+            done_list+=("removed $path")
+        else
+            install_file "$rendered" "$path" 644 root root
+            [ -n "$enabled_path" ] && [ ! -e "$enabled_path" ] && unit_enable "$kind" "$name"
+            done_list+=("wrote $path")
+        fi
+        index=$((index + 1))
+    done
     if [ -n "$missing_mods" ]; then
         # shellcheck disable=SC2086
         "$D_apache_mod_enable" -q $missing_mods >/dev/null
     fi
     if ! "$D_apache_ctl" configtest > "$WORK/configtest.log" 2>&1; then
-        # Put back exactly what was there: the old snippet (or none), its enabling, the modules.
-        if [ -n "$previous" ]; then
-            install_file "$previous" "$APACHE_CONF" "$(stat -c %a "$previous")" \
-                "$(stat -c %U "$previous")" "$(stat -c %G "$previous")"
-        else
-            rm -f "$APACHE_CONF"
-        fi
-        [ "$enabled" = 0 ] && "$D_apache_conf_disable" -q callexchange >/dev/null 2>&1
+        # Put back exactly what was there: the old snippets (or none), their enabling, the modules.
+        index=0
+        for unit in "${changes[@]}"; do
+            read -r kind name rendered <<< "$unit"
+            path=$(unit_path "$kind" "$name")
+            enabled_path=$(unit_enabled_path "$kind" "$name")
+            saved=$WORK/before.$index
+            if [ -f "$saved" ]; then
+                install_file "$saved" "$path" "$(stat -c %a "$saved")" "$(stat -c %U "$saved")" \
+                    "$(stat -c %G "$saved")"
+            else
+                rm -f "$path"
+            fi
+            if [ -n "$enabled_path" ]; then
+                if [ -e "$saved.enabled" ] && [ ! -e "$enabled_path" ]; then
+                    unit_enable "$kind" "$name"
+                elif [ ! -e "$saved.enabled" ] && [ -e "$enabled_path" ]; then
+                    unit_disable "$kind" "$name"
+                fi
+            fi
+            index=$((index + 1))
+        done
         # shellcheck disable=SC2086
         [ -n "$missing_mods" ] && "$D_apache_mod_disable" -q $missing_mods >/dev/null 2>&1
         sed 's/^/    /' "$WORK/configtest.log" >&2
-        local undone="the previous ${APACHE_CONF##*/} was put back"
-        [ -n "$previous" ] || undone="the new ${APACHE_CONF##*/} was removed"
         die "Apache rejected the new configuration ($D_apache_ctl configtest, above):" \
-            "$undone${missing_mods:+, modules $missing_mods disabled again}, and" \
+            "the previous snippets were put back${missing_mods:+, modules $missing_mods disabled again}, and" \
             "Apache was NOT reloaded: it goes on serving what it served before."
     fi
-    manifest_add file "$APACHE_CONF"
-    [ -n "$D_apache_conf_enable" ] && manifest_add apache-conf callexchange
+    for unit in "${changes[@]}"; do
+        read -r kind name rendered <<< "$unit"
+        [ "$rendered" = - ] && continue
+        manifest_add file "$(unit_path "$kind" "$name")"
+        if [ -n "$(unit_enabled_path "$kind" "$name")" ]; then
+            manifest_add "apache-$kind" "$name"
+        fi
+    done
     APACHE_RELOAD=1
-    changed apache-conf "wrote $APACHE_CONF${D_apache_conf_enable:+ and enabled it}${missing_mods:+; modules enabled: $missing_mods}; configtest: Syntax OK"
+    local summary
+    summary=$(printf '%s; ' "${done_list[@]}")
+    changed apache-conf "${summary}${missing_mods:+modules enabled: $missing_mods; }configtest: Syntax OK"
 }
 
 # --scrub-access-log: the condition appended to the enabled sites' CustomLog lines, so that
@@ -1156,6 +1256,9 @@ step_scrub_access_log() {
 
 step_apache_service() {
     step apache
+    if [ "$APACHE_MODE" = persistent ] && [ "$APP_CHANGED" != 0 ]; then
+        APACHE_RELOAD=1     # the mod_wsgi daemons hold the old code until Apache restarts them
+    fi
     if apache_running; then
         if [ "$APACHE_RELOAD" = 1 ]; then
             apache_reload || die "Apache did not reload: $(cat "$WORK/reload.log")"
@@ -1630,6 +1733,8 @@ uninstall() {
 load_options() {
     ASTERISK_ETC=${OPT_ASTERISK_ETC:-$(option_saved asterisk_etc)}
     ASTERISK_ETC=${ASTERISK_ETC:-/etc/asterisk}
+    APACHE_MODE=${OPT_APACHE_MODE:-$(option_saved apache_mode)}
+    APACHE_MODE=${APACHE_MODE:-cgi}
     local agi
     agi=$(asterisk_setting directories astagidir)
     AGI_DIR=${agi:-/var/lib/asterisk/agi-bin}
@@ -1642,6 +1747,7 @@ step_options() {
     {
         echo "# CallExchange install.sh: the options later runs keep (a given option wins)."
         [ "$ASTERISK_ETC" = /etc/asterisk ] || echo "asterisk_etc=$ASTERISK_ETC"
+        [ "$APACHE_MODE" = cgi ] || echo "apache_mode=$APACHE_MODE"
     } | install_text "$OPTIONS_FILE" 644 root root
     manifest_add file "$OPTIONS_FILE"
     if [ "$FILE_CHANGED" = 1 ]; then
@@ -1651,8 +1757,9 @@ step_options() {
     fi
 }
 
+# usage: the comment at the top of this file, up to its first paragraph of prose.
 usage() {
-    sed -n '2,9s/^# \{0,1\}//p' "$0"
+    awk 'NR > 1 && /^# Debian/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
 }
 
 main() {
@@ -1661,6 +1768,7 @@ main() {
     CALLER_ID=""
     SCRUB_ACCESS_LOG=0
     OPT_ASTERISK_ETC=""
+    OPT_APACHE_MODE=""
     local action=install
     while [ $# -gt 0 ]; do
         case $1 in
@@ -1677,6 +1785,8 @@ main() {
                 OPT_ASTERISK_ETC=$2
                 shift ;;
             --asterisk-etc=*) OPT_ASTERISK_ETC=${1#--asterisk-etc=} ;;
+            --persistent) OPT_APACHE_MODE=persistent ;;
+            --cgi) OPT_APACHE_MODE=cgi ;;
             -h|--help) usage; exit 0 ;;
             *) echo "install.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
         esac

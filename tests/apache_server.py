@@ -346,6 +346,18 @@ class ApacheServer:
         """http://127.0.0.1:<port>, no trailing slash."""
         return "http://127.0.0.1:%d" % self.port
 
+    def processes(self):
+        """{pid: command line} of every live process of this server (the parent, its
+        workers, the cgid daemon or the mod_wsgi daemons, shown as "(wsgi:callexchange)")."""
+        found = {}
+        for pid in _session_members(self.process.pid) if self.process else []:
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                    found[pid] = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                pass
+        return found
+
     def error_log(self):
         """Apache's error log (CGI stderr lands here too), for assertion messages."""
         path = self.rundir / "error.log"

@@ -18,6 +18,17 @@ import pytest  # noqa: E402
 from testconfig import AMI_SECRET, AMI_USERNAME, TEST_API_KEY, TEST_KEY_LABEL, config_text  # noqa: E402,F401
 
 
+@pytest.fixture(scope="session", params=("cgi", "wsgi"))
+def apache_mode(request):
+    """How a private Apache serves the gateway: "cgi" (mod_cgid, one process per
+    request) or "wsgi" (mod_wsgi daemon processes: install.sh --persistent). Every test
+    that starts an ApacheServer takes it (tests/http/test_apache_modes.py checks), so the
+    whole HTTP suite runs in both modes; `-k cgi` or `-k wsgi` runs one."""
+    import apache_server
+    apache_server.require_apache(request.param)
+    return request.param
+
+
 @pytest.fixture
 def keys_file(tmp_path):
     """A keys file holding TEST_API_KEY under TEST_KEY_LABEL; returns its path (str)."""

@@ -191,8 +191,9 @@ class Pbx:
 
 
 @pytest.fixture(scope="session")
-def pbx(asterisk_binary):
-    """The session's private PBX bench, started once; everything stopped at the end."""
+def pbx(asterisk_binary, apache_mode):
+    """The session's private PBX bench, started once per Apache mode (CGI, mod_wsgi);
+    everything stopped at the end."""
     base = apache_server.shared_tempdir("cx-asterisk-")
     crm = CrmStandIn()
     bench = harness.Bench(asterisk_binary, base, webhook_url=crm.url)
@@ -200,7 +201,7 @@ def pbx(asterisk_binary):
     try:
         bench.start_pbx()
         bench.start_agent()
-        bench.start_apache()
+        bench.start_apache(mode=apache_mode)
         observer = Observer(bench.ami_port, harness.OBSERVER_USERNAME, harness.OBSERVER_SECRET)
         yield Pbx(bench, crm, observer)
     finally:

@@ -179,10 +179,10 @@ class Bench:
         self.agent.start()
         return self.agent
 
-    def start_apache(self):
+    def start_apache(self, mode="cgi"):
         self.apache = apache_server.ApacheServer(
             self.base, self.config_path, self.recordings, state_dir=self.state,
-            keys_file=self.keys_file)
+            keys_file=self.keys_file, mode=mode)
         return self.apache
 
     def close(self):

@@ -35,14 +35,13 @@ def find_chromium():
 
 
 @pytest.fixture(scope="module")
-def server():
-    apache_server.require_apache()
+def server(apache_mode):
     base = apache_server.shared_tempdir("cx-docs-test-")
     config = base / "callexchange.ini"
     config.write_text("# the docs need no config\n")
     config.chmod(0o644)
     (base / "recordings").mkdir(mode=0o755)
-    apache = apache_server.ApacheServer(base, config, base / "recordings")
+    apache = apache_server.ApacheServer(base, config, base / "recordings", mode=apache_mode)
     yield apache
     apache.stop()
     shutil.rmtree(base, ignore_errors=True)

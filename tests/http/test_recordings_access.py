@@ -84,16 +84,17 @@ def archive():
 
 
 class Site:
-    def __init__(self, base, recordings, keys, mode):
+    def __init__(self, base, recordings, keys, mode, apache_mode):
         self.mode = mode
-        self.state = apache_server.writable_dir(base / ("state-" + mode))
-        self.config = base / ("callexchange-%s.ini" % mode)
+        name = "%s-%s" % (mode, apache_mode)
+        self.state = apache_server.writable_dir(base / ("state-" + name))
+        self.config = base / ("callexchange-%s.ini" % name)
         self.config.write_text(CONFIG.format(recordings=recordings, mode=mode, keys=keys,
                                              state=self.state))
         self.config.chmod(0o644)
         self.apache = apache_server.ApacheServer(
             base, self.config, recordings, state_dir=self.state, keys_file=keys,
-            recordings_access=mode)
+            recordings_access=mode, mode=apache_mode)
         self.url = self.apache.url
 
     def find(self):
@@ -114,9 +115,14 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def sites(archive):
+def sites(archive, apache_mode):
     started = {}
-    yield lambda mode: started.setdefault(mode, Site(*archive, mode))
+
+    def site(mode):
+        if mode not in started:
+            started[mode] = Site(*archive, mode, apache_mode)
+        return started[mode]
+    yield site
     for site in started.values():
         site.apache.stop()
 

@@ -79,8 +79,22 @@ def test_distro_value_of_an_unknown_row_fails():
 
 def test_the_apache_modules_are_the_ones_the_snippet_needs():
     modules = bash('distro_value debian apache_modules').stdout.strip().split(",")
-    assert set(modules) == {"cgid", "alias", "env", "mime", "headers", "allowmethods", "lua",
+    assert set(modules) == {"alias", "env", "mime", "headers", "allowmethods", "lua",
                             "xsendfile"}
+    # One more per mode: the CGI's, or mod_wsgi's for --persistent.
+    assert bash('distro_value debian apache_modules_cgi').stdout == "cgid\n"
+    assert bash('distro_value debian apache_modules_wsgi').stdout == "wsgi\n"
+    assert bash('distro_value debian wsgi_package').stdout == "libapache2-mod-wsgi-py3\n"
+
+
+@pytest.mark.parametrize("template", ["callexchange.conf.in", "callexchange-wsgi.conf.in"])
+def test_both_modes_snippets_render_and_pass_apaches_syntax_check(tmp_path, template):
+    out = bash('render_site_conf "$1" /var/spool/asterisk/monitor',
+               REPO / "apache" / template).stdout
+    assert "@" not in out.replace("@ signs", "")
+    module = "wsgi" if "wsgi" in template else "cgid"
+    result = _apache_syntax_check(tmp_path, out, module)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("os_release, family", [
@@ -132,16 +146,16 @@ def test_the_installed_apache_snippet_has_every_placeholder_filled():
     assert 'Alias "/wav-files/" "/var/spool/asterisk/monitor/"' in out
 
 
-def _apache_syntax_check(tmp_path, site_conf_text):
+def _apache_syntax_check(tmp_path, site_conf_text, module="cgid"):
     """`apache2 -t` of a private server including `site_conf_text` (as tests/apache_server
-    builds one), or skip where Apache is not installed."""
+    builds one, with mod_`module`: cgid or wsgi), or skip where Apache is not installed."""
     from apache_server import MODULES_DIR, find_apache, render
 
     binary = find_apache()
-    if not binary or not (MODULES_DIR / "mod_cgid.so").exists():
+    if not binary or not (MODULES_DIR / ("mod_%s.so" % module)).exists():
         if os.environ.get("CI"):
-            pytest.fail("CI is set but apache2 is not installed")
-        pytest.skip("apache2 is not installed")
+            pytest.fail("CI is set but apache2 (mod_%s) is not installed" % module)
+        pytest.skip("apache2 (mod_%s) is not installed" % module)
     site = tmp_path / "site.conf"
     site.write_text(site_conf_text)
     conf = tmp_path / "apache.conf"
@@ -149,8 +163,8 @@ def _apache_syntax_check(tmp_path, site_conf_text):
     conf.write_text(render(REPO / "apache" / "standalone.conf.in", {
         "RUNDIR": str(tmp_path), "PORT": "8", "MODULES": str(MODULES_DIR),
         "USER": "nobody", "GROUP": "nogroup", "SITE_CONF": str(site)}))
-    return subprocess.run([binary, "-t", "-f", str(conf)], capture_output=True, text=True,
-                          check=False)
+    command = [binary, "-t", "-f", str(conf)] + (["-DCALLEXCHANGE_WSGI"] if module == "wsgi" else [])
+    return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
 def test_the_installed_apache_snippet_passes_apache_syntax_check(tmp_path):
