@@ -5,7 +5,10 @@
 #   2. ./install.sh --demo again            every step "already in place", 0 changes, and
 #                                           the sha256 of everything in the manifest unchanged
 #   3. the two curl commands it printed     a sandbox call ("status":"true", a uniqueid), its
-#                                           recording listed and served, its webhooks logged
+#                                           recording listed and served (whole, Range), its
+#                                           webhooks logged
+#   3b. --persistent, twice; back to --cgi  mod_wsgi daemons serve the same curls; a config
+#                                           edit reaches them without a reload
 #   4. a broken Apache config               someone else's broken snippet in conf-enabled/
 #                                           while our snippet needs an update: install.sh
 #                                           stops, puts ours back, does not reload; Apache
@@ -200,17 +203,23 @@ if ls systemd/*.timer >/dev/null 2>&1 && [ "$(cat /proc/1/comm)" != systemd ]; t
 fi
 
 # --- 3. the printed curl commands ----------------------------------------------------------
-say "3. the curl commands install.sh printed"
-mapfile -t commands < <(sed -n 's/^    \(curl .*\)$/\1/p' "$OUT/run2.log")
-[ "${#commands[@]}" = 2 ] || fail "expected 2 curl commands in the output, found ${#commands[@]}"
-call_command=${commands[0]}
-list_command=${commands[1]}
-case $call_command in *asteriskapi.pl*) ;; *) fail "first curl is not the call: $call_command" ;; esac
-case $list_command in *find_phone_files.pl*) ;; *) fail "second curl is not the listing: $list_command" ;; esac
+# demo_calls LOG [CURL_OPTION...]: run the two curl commands LOG printed (with the options
+# added, e.g. --cacert), and check the call, its webhooks, its recording listed and
+# served whole and by Range. Sets uniqueid, listed and recording_file.
+demo_calls() {
+    local log=$1 commands call_command list_command curl_extra=""
+    shift
+    [ $# -eq 0 ] || curl_extra=" $(printf '%q ' "$@")"
+    mapfile -t commands < <(sed -n 's/^    \(curl .*\)$/\1/p' "$log")
+    [ "${#commands[@]}" = 2 ] || fail "expected 2 curl commands in $log, found ${#commands[@]}"
+    call_command=${commands[0]/curl /curl$curl_extra }
+    list_command=${commands[1]/curl /curl$curl_extra }
+    case $call_command in *asteriskapi.pl*) ;; *) fail "first curl is not the call: $call_command" ;; esac
+    case $list_command in *find_phone_files.pl*) ;; *) fail "second curl is not the listing: $list_command" ;; esac
 
-bash -c "$call_command" > "$OUT/call.json" 2> "$OUT/call.err" || fail "the call's curl failed: $(cat "$OUT/call.err")"
-echo "   call: $(cat "$OUT/call.json")"
-uniqueid=$(python3 - "$OUT/call.json" <<'PY'
+    bash -c "$call_command" > "$OUT/call.json" 2> "$OUT/call.err" || fail "the call's curl failed: $(cat "$OUT/call.err")"
+    echo "   call: $(cat "$OUT/call.json")"
+    uniqueid=$(python3 - "$OUT/call.json" <<'PY'
 import json, sys
 reply = json.load(open(sys.argv[1]))
 assert reply.get("status") == "true", "status is %r, not 'true'" % reply.get("status")
@@ -218,55 +227,93 @@ assert reply.get("uniqueid"), "no uniqueid in the reply"
 print(reply["uniqueid"])
 PY
 ) || fail "the call's reply is not a success with a uniqueid"
-ok "the call was placed: status true, uniqueid $uniqueid"
+    ok "the call was placed: status true, uniqueid $uniqueid"
 
-webhook_log=$LOG_DIR/demo-webhooks.log
-events=""
-for _ in $(seq 1 40); do
-    events=$(grep -F "\"$uniqueid\"" "$webhook_log" 2>/dev/null \
-        | python3 -c 'import json, sys; print(" ".join("%s:%s" % (e["event"], e["signature"]) for e in map(json.loads, sys.stdin)))' \
-        || true)
-    case $events in *hangup*) break ;; esac
-    sleep 0.5
-done
-if [ "$events" = "connect:valid hangup:valid" ]; then
+    local webhook_log=$LOG_DIR/demo-webhooks.log events=""
+    for _ in $(seq 1 40); do
+        events=$(grep -F "\"$uniqueid\"" "$webhook_log" 2>/dev/null \
+            | python3 -c 'import json, sys; print(" ".join("%s:%s" % (e["event"], e["signature"]) for e in map(json.loads, sys.stdin)))' \
+            || true)
+        case $events in *hangup*) break ;; esac
+        sleep 0.5
+    done
+    [ "$events" = "connect:valid hangup:valid" ] \
+        || fail "webhooks of $uniqueid in $webhook_log: '${events:-none}', expected 'connect:valid hangup:valid'"
     ok "the demo CRM logged the connect and the hangup webhook, signatures valid ($webhook_log)"
-elif [ -z "$events" ] && [ ! -e agi-bin/callexchange-webhook.agi ]; then
-    warn "no webhooks logged (no agi-bin/callexchange-webhook.agi in this checkout yet)"
-else
-    fail "webhooks of $uniqueid in $webhook_log: '${events:-none}', expected 'connect:valid hangup:valid'"
-fi
 
-recordings_root=$(callexchange config get recordings root)
-recording_file=""
-listed=""
-for _ in $(seq 1 40); do
-    bash -c "$list_command" > "$OUT/list.json" 2> "$OUT/list.err" || fail "the listing's curl failed: $(cat "$OUT/list.err")"
-    listed=$(python3 - "$OUT/list.json" "$uniqueid" <<'PY'
+    local recordings_root
+    recordings_root=$(callexchange config get recordings root)
+    recording_file=""
+    listed=""
+    for _ in $(seq 1 40); do
+        bash -c "$list_command" > "$OUT/list.json" 2> "$OUT/list.err" || fail "the listing's curl failed: $(cat "$OUT/list.err")"
+        listed=$(python3 - "$OUT/list.json" "$uniqueid" <<'PY'
 import json, sys
 reply = json.load(open(sys.argv[1]))
 if not isinstance(reply, list):
     sys.exit("the recordings reply is not a JSON array: %r" % (reply,))
 print(next((entry["url"] for entry in reply if entry.get("uniqueid") == sys.argv[2]), ""))
 PY
-) || fail "$(python3 -c 'import sys; print(open(sys.argv[1]).read()[:300])' "$OUT/list.json")"
-    recording_file=$(find "$recordings_root" -name "*$uniqueid*" -print -quit 2>/dev/null || true)
-    [ -n "$listed" ] && break
-    sleep 0.5
-done
-echo "   list: $(head -c 400 "$OUT/list.json")"
-if [ -n "$listed" ]; then
-    code=$(curl -sS -o "$OUT/recording" -w '%{http_code}' "$listed")
+) || fail "$(head -c 300 "$OUT/list.json")"
+        recording_file=$(find "$recordings_root" -name "*$uniqueid*" -print -quit 2>/dev/null || true)
+        [ -n "$listed" ] && break
+        sleep 0.5
+    done
+    echo "   list: $(head -c 400 "$OUT/list.json")"
+    [ -n "$listed" ] || fail "the call's recording (${recording_file:-not written}) is not listed"
+    local code size
+    code=$(curl -sS "$@" -o "$OUT/recording" -w '%{http_code}' "$listed")
     if [ "$code" != 200 ] || [ "$(head -c 4 "$OUT/recording")" != RIFF ]; then
         fail "the listed recording $listed answered $code, not a WAV file"
     fi
-    ok "the call's recording is listed and served: $listed"
-elif [ -n "$recording_file" ]; then
-    fail "the sandbox wrote $recording_file but the endpoint does not list it"
-else
-    ok "the listing is a JSON array"
-    warn "the sandbox wrote no recording for $uniqueid within 20 s (not implemented yet?)"
-fi
+    size=$(stat -c %s "$OUT/recording")
+    code=$(curl -sS "$@" -H 'Range: bytes=4-11' -o "$OUT/range" -D "$OUT/range.headers" -w '%{http_code}' "$listed")
+    [ "$code" = 206 ] || fail "a Range request for $listed answered $code, not 206"
+    cmp -s "$OUT/range" <(tail -c +5 "$OUT/recording" | head -c 8) || fail "the Range reply is not bytes 4-11 of the file"
+    grep -qi "^content-range: bytes 4-11/$size" "$OUT/range.headers" || fail "no Content-Range bytes 4-11/$size"
+    ok "the call's recording is listed and served, whole and by Range (206): $listed"
+}
+
+say "3. the curl commands install.sh printed"
+demo_calls "$OUT/run2.log"
+
+# --- 3b. persistent mode --------------------------------------------------------------------
+say "3b. ./install.sh --demo --persistent (twice), the same curls, config edits live, back to --cgi"
+./install.sh --demo --persistent > "$OUT/persistent1.log" 2>&1 || { cat "$OUT/persistent1.log"; fail "install.sh --persistent failed"; }
+grep -E '^\[(apache-conf|apache|packages)\]' "$OUT/persistent1.log" | sed 's/^/   | /'
+grep -q 'WSGIDaemonProcess callexchange' "$APACHE_CONF" || fail "$APACHE_CONF is not the mod_wsgi snippet"
+snapshot > "$OUT/snapshot-p1"
+./install.sh --demo > "$OUT/persistent2.log" 2>&1 || { cat "$OUT/persistent2.log"; fail "the second persistent run failed"; }
+grep '^\[' "$OUT/persistent2.log" | grep -v 'already in place' && fail "the second persistent run (mode kept) changed the step(s) above"
+snapshot > "$OUT/snapshot-p2"
+diff -u "$OUT/snapshot-p1" "$OUT/snapshot-p2" || fail "the second persistent run changed files"
+ok "a second run keeps the persistent mode and changes nothing"
+daemons() {
+    local proc
+    for proc in /proc/[0-9]*; do
+        if tr '\0' ' ' < "$proc/cmdline" 2>/dev/null | grep -q '^(wsgi:callexchang'; then
+            echo "${proc#/proc/}"
+        fi
+    done | sort
+}
+wsgi_pids=$(daemons)
+[ -n "$wsgi_pids" ] || fail "no mod_wsgi daemon process (wsgi:callexchange, shown as (wsgi:callexchang) runs"
+demo_calls "$OUT/persistent2.log"
+# An edit of the config takes effect without a reload: the daemons stay, the reply changes.
+base_url=$(callexchange config get recordings base_url)
+callexchange config set recordings base_url "http://127.0.0.1/wav-files-edited/" > /dev/null
+edited=$(curl -sS "http://127.0.0.1/recorded/v1/find_phone_files.pl?phone=4930901820" -H "api-key: $(cat "$CONFIG_DIR/demo-api-key")")
+callexchange config set recordings base_url "$base_url" > /dev/null
+case $edited in *'"url": "http://127.0.0.1/wav-files-edited/'*) ;; *) fail "the edited base_url did not reach the daemons: $(echo "$edited" | head -c 300)" ;; esac
+[ "$(daemons)" = "$wsgi_pids" ] || fail "the mod_wsgi daemons were restarted by a config edit"
+ok "a config edit reaches the running daemons at the next request (same pids: $(echo "$wsgi_pids" | paste -sd ' '))"
+./install.sh --demo --cgi > "$OUT/cgi-again.log" 2>&1 || { cat "$OUT/cgi-again.log"; fail "install.sh --cgi failed"; }
+grep -q 'ScriptAliasMatch' "$APACHE_CONF" || fail "$APACHE_CONF is not the CGI snippet again"
+snapshot | grep -v '^/etc/apache2/mods-enabled:' > "$OUT/snapshot-cgi"
+grep -v '^/etc/apache2/mods-enabled:' "$OUT/snapshot2" | diff -u - "$OUT/snapshot-cgi" \
+    || fail "back in CGI mode, the files differ from the first CGI install"
+demo_calls "$OUT/cgi-again.log"
+ok "--cgi puts back the CGI install (the same files as the first run; mod_wsgi stays loaded)"
 
 # --- 4. a broken Apache config must change nothing -----------------------------------------
 # The failure comes from outside, as on a real host: another site's snippet that Apache
