@@ -150,3 +150,33 @@ def test_the_wsgi_entry_point_keeps_one_application_per_config(files, tmp_path):
     write(base_url="https://d.example.test/wav-files")
     assert found_url(app).startswith("https://d.example.test/")
     assert list(entry._apps) == [str(config)]
+
+
+def test_threads_of_a_fresh_daemon_can_all_place_their_first_lookup_at_once(tmp_path):
+    # A mod_wsgi daemon's threads meet phonenumbers' lazy import together: none may see
+    # the half-loaded module (it answered 500 "has no attribute SUPPORTED_REGIONS").
+    import subprocess
+    import sys
+    from paths import LIB
+    script = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+sys.setswitchinterval(1e-6)     # switch threads often: inside the import too
+from callexchange.calls import numbers
+barrier = threading.Barrier(16)
+errors = []
+def first_lookup():
+    barrier.wait()
+    try:
+        assert numbers.analyze("+4930901820", "US", sys.argv[2]).region == "DE"
+    except Exception as error:
+        errors.append(repr(error))
+threads = [threading.Thread(target=first_lookup) for _ in range(16)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors)
+"""
+    for _ in range(5):          # each run a fresh interpreter: the import is cold again
+        out = subprocess.run([sys.executable, "-c", script, LIB, str(tmp_path)],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+        assert out == "[]\n"

@@ -17,6 +17,7 @@ of every country). So:
   table kept beside the carrier shards (`ShortNumbers`).
 """
 
+import _thread
 import json
 import os
 import sys
@@ -68,11 +69,21 @@ class NumberInfo:
             self.dial_digits, self.region, self.country_code, self.valid, self.carrier)
 
 
+# Threads of a mod_wsgi daemon load it concurrently: one at a time, and never handed out
+# while it is still executing (sys.modules holds it from the start of its import).
+_LOADING = _thread.allocate_lock()
+
+
 def _phonenumberutil():
     """phonenumbers.phonenumberutil without running the package's heavy __init__."""
     loaded = sys.modules.get("phonenumbers.phonenumberutil")
-    if loaded is not None:
+    if loaded is not None and not getattr(loaded.__spec__, "_initializing", False):
         return loaded
+    with _LOADING:
+        return _load_phonenumberutil()
+
+
+def _load_phonenumberutil():
     if "phonenumbers" not in sys.modules:
         import importlib.util
         import types
