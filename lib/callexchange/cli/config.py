@@ -179,16 +179,9 @@ def _read(args, lenient):
         config_module.load_config(path)
         return config_module.read_raw(path)
     raw = config_module.read_raw(path)
-    try:
-        config_module.config_from_text(_text(path), path)
-    except config_module.ConfigError as error:
-        print("config error (values printed anyway, --lenient): %s" % error, file=sys.stderr)
+    for problem in config_module.load_config(path, lenient=True).problems:
+        print("config error (values printed anyway, --lenient): %s" % problem, file=sys.stderr)
     return raw
-
-
-def _text(path):
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
 
 
 def _parse_names(names, shell):
