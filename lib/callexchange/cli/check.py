@@ -1,5 +1,6 @@
-"""`callexchange check`: the config, keys, state dir, recordings, webhook and AMI login,
-one line each (`ok`, `warn` or `FAIL`)."""
+"""`callexchange check`: the config, keys, state dir, recordings, webhook, the PBX (each
+piece the gateway needs in the local Asterisk: pbx/checks.py) and the AMI login, one
+line each (`ok`, `warn` or `FAIL`)."""
 
 import os
 
@@ -12,6 +13,11 @@ def register(subparsers):
     check = subparsers.add_parser("check", help="check the config, keys, state dir, "
                                                 "recording root, webhook URL and AMI login")
     check.add_argument("--no-ami", action="store_true", help="skip the AMI login test")
+    check.add_argument("--no-asterisk", action="store_true",
+                       help="do not ask the local Asterisk (asterisk -rx) what it loaded")
+    check.add_argument("--asterisk", metavar="PATH",
+                       help="the asterisk binary to ask (default: asterisk on PATH, else "
+                            "/usr/sbin/asterisk)")
     check.add_argument("--asterisk-etc", default="/etc/asterisk", metavar="DIR",
                        help="Asterisk's config dir, for the AMI user's include file "
                             "(default: %(default)s; skipped when it does not exist)")
@@ -94,14 +100,17 @@ def run_check(args):
             report("ok", "asterisk: %s grants [%s] exactly originate,message / call"
                    % (manager_file, settings.ami.username))
 
+    from callexchange.pbx import checks
+    if args.no_asterisk:
+        report("warn", "asterisk: the local Asterisk not asked (--no-asterisk)")
+    else:
+        console = checks.console_for(args.asterisk, args.asterisk_etc)
+        for level, text in checks.local_lines(settings, console, args.asterisk_etc):
+            report(level, text)
+
     if args.no_ami:
         report("warn", "ami: login not tested (--no-ami)")
     else:
-        from callexchange.pbx import ami
-        target = "%s:%d as %s" % (settings.ami.host, settings.ami.port, settings.ami.username)
-        try:
-            ami.ping(settings.ami)
-            report("ok", "ami: logged in to %s" % target)
-        except ami.AmiError as error:
-            report("FAIL", "ami: %s: %s" % (target, error.detail))
+        for level, text in checks.ami_lines(settings.ami):
+            report(level, text)
     return 1 if failures else 0

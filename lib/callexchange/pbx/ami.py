@@ -454,6 +454,29 @@ def ping(ami_settings):
         return session.banner
 
 
+def available_actions(session):
+    """The actions the session's user may use, as Asterisk's ListCommands lists them:
+    {action: privilege classes} (e.g. {'Originate': 'originate,all', 'Ping': '<none>'}).
+    The gateway's user sees Originate only with write=originate, MessageSend only with
+    write=message."""
+    reply = session.action("ListCommands")
+    actions = {}
+    for name, value in reply.pairs:
+        if name in ("Response", "ActionID", "Message"):
+            continue
+        _, found, privilege = value.rpartition("(Priv: ")
+        actions[name] = privilege.rstrip(")").strip() if found else ""
+    return actions
+
+
+def probe(ami_settings):
+    """What `callexchange check` asks over AMI: connect, Login, ListCommands, Logoff.
+    Returns (banner, available_actions). Raises AmiUnavailable or AmiRejected."""
+    with AmiSession.from_settings(ami_settings) as session:
+        session.login()
+        return session.banner, available_actions(session)
+
+
 def place_call(ami_settings, originate_kwargs, message=None, not_after=None):
     """The whole AMI exchange of one API call: connect, Login, Originate (the keyword
     arguments of `originate`), then, if `message` is a (to, body) or (to, body, from)

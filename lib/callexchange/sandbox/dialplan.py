@@ -14,16 +14,12 @@ Pure functions; the sandbox server asks `Dialplan.exists`.
 (True, False, False)
 """
 
-import os
+from callexchange.pbx.asterisk_conf import SHIPPED_DIALPLAN, dialplan_extensions
 
 # As a stock Asterisk 22 with the project's modules (`core show channeltypes`, the
 # message technologies of res_pjsip_messaging): compared without case, as Asterisk does.
 CHANNEL_TECHNOLOGIES = ("PJSIP", "Local")
 MESSAGE_TECHNOLOGIES = ("pjsip",)
-
-SHIPPED_DIALPLAN = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-        __file__))))), "asterisk", "extensions_callexchange.conf")
 
 
 def channel_technology_loaded(dial_string):
@@ -115,19 +111,7 @@ class Dialplan:
     def parse(cls, text, extra_contexts=()):
         """From dialplan text (`[context]` headers, `exten => name,priority,...` lines);
         `extra_contexts` exist too, with any extension."""
-        contexts, current = {}, None
-        for raw in text.splitlines():
-            line = raw.split(";", 1)[0].strip()
-            if line.startswith("[") and "]" in line:
-                current = line[1:line.index("]")].strip()
-                contexts.setdefault(current, [])
-            elif current is not None and line.lower().startswith("exten"):
-                _, arrow, rest = line.partition("=>")
-                if not arrow:
-                    _, _, rest = line.partition("=")
-                name = rest.split(",", 1)[0].strip()
-                if name:
-                    contexts[current].append(name)
+        contexts = dialplan_extensions(text)
         for name in extra_contexts:
             contexts.setdefault(name, None)
         return cls(contexts)
