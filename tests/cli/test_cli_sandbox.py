@@ -17,7 +17,7 @@ from callexchange.cli import sandbox as cli_sandbox
 from callexchange.pbx import ami
 from callexchange.sandbox import calls as sandbox_calls
 from callexchange.sandbox import scripting, timeline
-from callexchange.sandbox.server import Outcome
+from callexchange.sandbox.timeline import Outcome
 
 USER = "callexchange"
 SECRET = "s3cret"

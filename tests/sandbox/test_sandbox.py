@@ -13,9 +13,9 @@ import time
 import pytest
 
 from callexchange.pbx import ami, wire
-from callexchange.sandbox import server as sandbox_module
 from callexchange.pbx.wire import MessageParser
-from callexchange.sandbox.server import Outcome, Sandbox
+from callexchange.sandbox.server import Sandbox
+from callexchange.sandbox.timeline import DEFAULT_OUTCOME, Outcome
 
 USER = "callexchange"
 SECRET = "s3cret"
@@ -437,6 +437,20 @@ def test_split_replies_fault_cuts_every_message_and_the_client_still_reads_them(
         assert min(firsts) < len(b"Asterisk Call Manager/11.0.0\r\n"), firsts
 
 
+def test_outcomes_are_found_for_the_lead_and_the_agent_in_both_modes():
+    pbx = Sandbox(outcomes={"4930123456": "noanswer"}, agents={"2002": "busy", "*": "noanswer"})
+    dialer = wire.Message([("Channel", "Local/4930123456@callexchange-outbound/n"),
+                           ("Exten", "2002"), ("Variable", "__CX_MODE=dialer")])
+    assert pbx.outcome_for(dialer) == Outcome("noanswer", 0.0)
+    assert pbx.agent_outcome_for(dialer) == "busy"
+    agent_first = wire.Message([("Channel", "PJSIP/2003"), ("Exten", "999"),
+                                ("Variable", "__CX_DESTINATION=4930123456")])
+    assert pbx.outcome_for(agent_first) == Outcome("noanswer", 0.0)
+    assert pbx.agent_outcome_for(agent_first) == "noanswer"  # the '*' rule
+    assert pbx.outcome_for(wire.Message([("Exten", "999")])) == DEFAULT_OUTCOME
+    assert Sandbox().agent_outcome_for(agent_first) == "answered"
+
+
 # --- the record of what was sent -----------------------------------------------------------
 
 def test_actions_record_every_header_in_order_with_the_secret_masked(pbx):
@@ -555,9 +569,10 @@ def test_the_sandbox_modules_keep_no_state_of_their_own():
     import types
 
     from callexchange.sandbox import (agi_peer, asterisk_actions, calls, dialplan, scripting,
-                                      server, timeline)
+                                      server, session, timeline)
 
-    for module in (server, calls, agi_peer, asterisk_actions, dialplan, scripting, timeline):
+    for module in (server, session, calls, agi_peer, asterisk_actions, dialplan, scripting,
+                   timeline):
         for name, value in vars(module).items():
             if name.startswith("__") or isinstance(value, (types.ModuleType, type,
                                                            types.FunctionType)):

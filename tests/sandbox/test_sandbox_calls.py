@@ -34,9 +34,10 @@ class Pbx:
     """A gateway config (webhook to the CRM stand-in, extended bodies), the WSGI app, and a
     Sandbox that plays calls with that config."""
 
-    def __init__(self, tmp_path, crm, carrier_cache, outcomes):
+    def __init__(self, tmp_path, crm, carrier_cache, outcomes, agents=None):
         self.sandbox = Sandbox(host="127.0.0.1", port=0, username=AMI_USERNAME,
-                               secret=AMI_SECRET, outcomes=outcomes, ring_seconds=0.05,
+                               secret=AMI_SECRET, outcomes=outcomes, agents=agents,
+                               ring_seconds=0.05,
                                no_answer_seconds=0.1).start()
         path = tmp_path / "callexchange.ini"
         path.write_text(config_text(tmp_path, self.sandbox.port, dial={"dedupe_seconds": "0"},
@@ -79,8 +80,8 @@ def make_pbx(tmp_path, crm, carrier_cache, keys_file, monkeypatch):
     monkeypatch.setenv("CALLEXCHANGE_WEBHOOK_LINGER", "2")
     made = []
 
-    def make(outcomes=None):
-        pbx = Pbx(tmp_path, crm, carrier_cache, outcomes or {})
+    def make(outcomes=None, agents=None):
+        pbx = Pbx(tmp_path, crm, carrier_cache, outcomes or {}, agents)
         made.append(pbx)
         return pbx
 
@@ -122,22 +123,44 @@ def test_an_answered_call_sends_connect_then_hangup_with_the_reply_uniqueid(make
     assert connect.json["recording_url"] == hangup.json["recording_url"]
 
 
-@pytest.mark.parametrize("outcome, disposition", [("busy", "busy"), ("noanswer", "no_answer"),
-                                                  ("failed", "failed"),
-                                                  ("congestion", "congestion")])
-def test_a_call_that_never_connects_sends_only_its_hangup(make_pbx, crm, outcome, disposition):
-    pbx = make_pbx({LEAD: outcome})
-    uniqueid = pbx.call()["uniqueid"]
+# What the real-Asterisk suite (tests/asterisk/test_asterisk_calls.py) sees for each case:
+# (dialer mode, lead's outcome, agent's outcome) -> (disposition, hangup_cause).
+NEVER_CONNECTED = [
+    (dialer, lead, agent, disposition, cause)
+    for dialer in (False, True)
+    for lead, agent, disposition, cause in [
+        ("busy", "answered", "busy", 17), ("noanswer", "answered", "no_answer", 19),
+        ("congestion", "answered", "congestion", 34), ("failed", "answered", "failed", 20),
+        ("answered:1", "busy", "busy", 17), ("answered:1", "noanswer", "no_answer", 19),
+        ("answered:1", "unreachable", "failed", 3 if dialer else 0)]]
+
+
+@pytest.mark.parametrize("dialer, lead, agent, disposition, cause", NEVER_CONNECTED)
+def test_a_call_that_never_connects_sends_only_its_hangup_as_a_real_one(
+        make_pbx, crm, dialer, lead, agent, disposition, cause):
+    pbx = make_pbx({LEAD: lead}, {"2001": agent})
+    uniqueid = pbx.call(call_in_out=dialer)["uniqueid"]
     assert pbx.sandbox.wait_for_calls(10)
     hangup = crm.wait_for(1)[0]
     assert hangup.id == "msg_%s_hangup" % uniqueid
-    assert hangup.json["duration"] == 0 and hangup.json["disposition"] == disposition
+    assert (hangup.json["disposition"], hangup.json["hangup_cause"]) == (disposition, cause)
+    assert hangup.json["duration"] == 0
     assert hangup.json["sequence"] == 1 and hangup.json["recording_url"] == ""
     validate("HangupEvent", hangup.json)
     time.sleep(0.2)
     assert len(crm.requests) == 1
     assert not os.path.exists(pbx.config.recordings.root) or not any(
         files for _, _, files in os.walk(pbx.config.recordings.root))
+
+
+def test_a_dialer_call_connects_when_the_agent_answers(make_pbx, crm):
+    pbx = make_pbx({LEAD: "answered:1"})
+    uniqueid = pbx.call(call_in_out=True)["uniqueid"]
+    assert pbx.sandbox.wait_for_calls(10)
+    connect, hangup = crm.wait_for(2)
+    assert [connect.id, hangup.id] == ["msg_%s_connect" % uniqueid, "msg_%s_hangup" % uniqueid]
+    assert (hangup.json["disposition"], hangup.json["duration"],
+            hangup.json["hangup_cause"]) == ("answered", 1, 16)
 
 
 def test_outcomes_are_chosen_per_destination(make_pbx, crm):

@@ -138,3 +138,26 @@ ACTIONS = (
     ('UserEvent', 'Send an arbitrary event.', 'user,all'),
     ('WaitEvent', 'Wait for an event to occur.', '<none>'),
 )
+
+
+def find_action(name):
+    """(name as Asterisk spells it, synopsis, privilege) of action `name` (any case),
+    or None when Asterisk has no such action."""
+    lowered = name.lower()
+    return next((action for action in ACTIONS if action[0].lower() == lowered), None)
+
+
+def may_use(privilege, write):
+    """Whether a user with the `write` classes (a set) may use an action of
+    `privilege` (as ListCommands shows it: 'originate,all', '<none>').
+
+    >>> may_use("originate,all", {"originate", "message"}), may_use("command,all", {"call"})
+    (True, False)
+    >>> may_use("<none>", set()), may_use("system,call,all", {"all"})
+    (True, True)
+    """
+    if privilege == "<none>":
+        return True
+    needed = {part.strip() for part in privilege.split(",")} - {"all"}
+    return "all" in write or bool(needed & write)
+
