@@ -489,7 +489,20 @@ def place_call(ami_settings, originate_kwargs, message=None, not_after=None):
     placed. Raises AmiUnavailable / AmiRejected when the call could not be placed (or, on
     timeout after sending the Originate, may have been), ValueError on invalid input
     before connecting.
+
+    (`pbx.persistent.PersistentAmi.place_call` is the same exchange over one long-lived
+    connection.)
     """
+    fields, text = call_fields(originate_kwargs, message, not_after)
+    with AmiSession.from_settings(ami_settings, not_after) as session:
+        session.login()
+        return originate_call(session, fields, text)
+
+
+def call_fields(originate_kwargs, message=None, not_after=None):
+    """(Originate fields, MessageSend fields or None) of one API call, validated before
+    anything is sent: ValueError for what cannot cross AMI, AmiUnavailable when the
+    request's deadline `not_after` has already passed."""
     fields = originate_fields(**originate_kwargs)
     text = None
     if message is not None:
@@ -497,20 +510,24 @@ def place_call(ami_settings, originate_kwargs, message=None, not_after=None):
     if not_after is not None and not_after - time.monotonic() <= 0:
         raise AmiUnavailable("no time left for this call: the request's deadline "
                              "(connect_timeout + timeout) has passed")
-    with AmiSession.from_settings(ami_settings, not_after) as session:
-        session.login()
+    return fields, text
+
+
+def originate_call(session, fields, text=None):
+    """Originate, then MessageSend when `text` is given, on a logged-in `session` (anything
+    with AmiSession's `action`). The result and errors of `place_call`."""
+    try:
+        session.action("Originate", fields)
+    except AmiUnavailable as error:
+        # Written but never confirmed: the call may be ringing. The caller must not
+        # treat this as "not placed" (no retry that could dial the lead twice).
+        error.originate_sent = True
+        raise
+    msg_sent, msg_error = None, None
+    if text is not None:
         try:
-            session.action("Originate", fields)
-        except AmiUnavailable as error:
-            # Written but never confirmed: the call may be ringing. The caller must not
-            # treat this as "not placed" (no retry that could dial the lead twice).
-            error.originate_sent = True
-            raise
-        msg_sent, msg_error = None, None
-        if text is not None:
-            try:
-                session.action("MessageSend", text)
-                msg_sent = True
-            except AmiError as error:
-                msg_sent, msg_error = False, error.detail
+            session.action("MessageSend", text)
+            msg_sent = True
+        except AmiError as error:
+            msg_sent, msg_error = False, error.detail
     return {"msg_sent": msg_sent, "msg_error": msg_error}
