@@ -108,15 +108,18 @@ def _check_crm_id(value):
 
 
 def issue_call(config, params, api_key, protect_double_click=True, not_after=None,
-               log=None):
+               log=None, ami_client=None):
     """Place one call for `params` (names already normalised). Returns (status, body,
     placed); `placed` is also True when Asterisk may have placed it without confirming.
     `not_after`: the time.monotonic() by which the whole HTTP request must be answered.
     `log(text)`: where a PBX-side failure (502, 503, a failed MessageSend) is written
-    for the operator, one line each (Apache's error.log: the WSGI `wsgi.errors`)."""
+    for the operator, one line each (Apache's error.log: the WSGI `wsgi.errors`).
+    `ami_client`: anything with `pbx.ami.place_call`'s signature (default: that function,
+    a session per call; persistent mode: its process's long-lived link)."""
     try:
         try:
-            return _issue_call(config, params, api_key, protect_double_click, not_after, log)
+            return _issue_call(config, params, api_key, protect_double_click, not_after, log,
+                               ami_client)
         except OSError as error:  # the state dir: ANI counts, replay store, carrier shards
             raise ApiError(500, "Server error: cannot use the state dir %s ([state] dir): %s"
                            % (config.state.dir, error.strerror or error)) from None
@@ -124,7 +127,7 @@ def issue_call(config, params, api_key, protect_double_click=True, not_after=Non
         return error.status, error_reply(error, params), bool(error.extra.get("maybe_placed"))
 
 
-def _issue_call(config, params, api_key, protect_double_click, not_after, log):
+def _issue_call(config, params, api_key, protect_double_click, not_after, log, ami_client):
     missing = [name for name, value in (("api-key", api_key),
                                         ("extension", params.get("extension")),
                                         ("destination", params.get("destination")))
@@ -156,7 +159,7 @@ def _issue_call(config, params, api_key, protect_double_click, not_after, log):
     def place():
         with admission:
             return _place(config, extension, number, pitch, dialer_mode, msg, crm_id,
-                          not_after, log)
+                          not_after, log, ami_client)
 
     if not protect_double_click or config.dial.dedupe_seconds <= 0:
         status, body = place()
@@ -186,7 +189,7 @@ def log_call_failure(log, uniqueid, extension, destination, what):
 
 
 def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after=None,
-           log=None):
+           log=None, ami_client=None):
     from callexchange.pbx import ami
 
     ledger = ani.AniLedger(config.state.dir)
@@ -224,7 +227,8 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
     message_to = config.dial.message_to.format(extension=extension)
     message = (message_to, msg, config.dial.message_from) if msg else None
     try:
-        outcome = ami.place_call(config.ami, originate, message=message, not_after=not_after)
+        outcome = (ami_client or ami).place_call(config.ami, originate, message=message,
+                                                 not_after=not_after)
     except ami.AmiError as error:
         log_call_failure(log, uniqueid, extension, number.dial_digits, "%d %s" % (
             error.http_status, error.detail))

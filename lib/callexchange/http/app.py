@@ -24,22 +24,25 @@ CALL_PATHS = ("/api/v1/asteriskapi.pl", "/api/v1/asteriskapi")
 RECORDING_PATHS = ("/recorded/v1/find_phone_files.pl", "/recorded/v1/find_phone_files")
 
 
-def create_app(config_path=None, config=None):
+def create_app(config_path=None, config=None, ami_client=None):
     """The WSGI callable. A broken config does not stop it: every request then gets a
-    500 JSON reply naming the file, line and problem."""
+    500 JSON reply naming the file, line and problem. `ami_client`: how calls reach
+    Asterisk; None is a fresh AMI session per call (CGI), the persistent mode passes its
+    process's `pbx.persistent.PersistentAmi`."""
     config_error = None
     if config is None:
         try:
             config = load_config(config_path)
         except ConfigError as error:
             config_error = error
-    return Application(config, config_error)
+    return Application(config, config_error, ami_client)
 
 
 class Application:
-    def __init__(self, config, config_error=None):
+    def __init__(self, config, config_error=None, ami_client=None):
         self.config = config
         self.config_error = config_error
+        self.ami_client = ami_client
 
     def __call__(self, environ, start_response):
         try:
@@ -110,7 +113,8 @@ class Application:
 
         def one_call(params, protect):
             return issue_call(self.config, params, api_key_from(params, header_key), protect,
-                              not_after, log=environ["wsgi.errors"].write)
+                              not_after, log=environ["wsgi.errors"].write,
+                              ami_client=self.ami_client)
 
         def handle():
             try:
