@@ -85,8 +85,8 @@ def sandbox():
 def test_one_login_serves_every_call_and_logoff_comes_only_at_close(sandbox):
     with persistent.AmiLink(settings(sandbox.port)) as link:
         for n in range(20):
-            assert link.place_call(originate("1.%d" % n)) == {"msg_sent": None}
-        assert link.place_call(originate("1.99"), ("pjsip:2001", "hi")) == {"msg_sent": True}
+            assert link.place_call(originate("1.%d" % n)) == {"msg_sent": None, "msg_error": None}
+        assert link.place_call(originate("1.99"), ("pjsip:2001", "hi")) == {"msg_sent": True, "msg_error": None}
         assert logins(sandbox) == [1]
         assert [a.action for a in sandbox.actions].count("Logoff") == 0
     names = [a.action for a in sandbox.actions]
@@ -109,7 +109,7 @@ def test_threads_waiting_for_the_first_connection_share_one_login(sandbox):
             thread.start()
         for thread in threads:
             thread.join(10)
-    assert results == [{"msg_sent": None}] * 6
+    assert results == [{"msg_sent": None, "msg_error": None}] * 6
     assert logins(sandbox) == [1]
     assert sorted(a["ChannelId"] for a in sandbox.actions_named("Originate")) == \
         ["2.%d" % n for n in range(6)]
@@ -241,7 +241,7 @@ def test_a_connection_asterisk_dropped_is_made_again_for_the_next_call(sandbox):
         link.place_call(originate("5.1"))
         sandbox.reset()  # closes every client connection, as an Asterisk restart does
         result, elapsed = timed(link.place_call, originate("5.2"))
-        assert result == {"msg_sent": None}
+        assert result == {"msg_sent": None, "msg_error": None}
         assert elapsed < TIMEOUT
         assert link.logins == 2
     assert [a.action for a in sandbox.actions] == ["Login", "Originate", "Logoff"]
@@ -261,7 +261,7 @@ def test_asterisk_stopped_is_a_503_at_once_and_started_again_it_takes_calls():
         assert not getattr(result, "originate_sent", False)
         assert elapsed < CONNECT_TIMEOUT
         with Sandbox(port=port, username=USER, secret=SECRET) as second:
-            assert link.place_call(originate("6.3")) == {"msg_sent": None}
+            assert link.place_call(originate("6.3")) == {"msg_sent": None, "msg_error": None}
             assert [a["ChannelId"] for a in second.actions_named("Originate")] == ["6.3"]
             link.close()
     finally:
@@ -290,7 +290,7 @@ def test_a_refused_login_on_reconnect_is_a_502(sandbox):
         assert isinstance(result, ami.AmiRejected) and result.http_status == 502
         assert SECRET not in result.detail
         sandbox.clear_faults()
-        assert link.place_call(originate("8.3")) == {"msg_sent": None}
+        assert link.place_call(originate("8.3")) == {"msg_sent": None, "msg_error": None}
     assert [a["ChannelId"] for a in sandbox.actions_named("Originate")] == ["8.3"]
 
 
@@ -403,7 +403,7 @@ def test_a_frozen_asterisk_after_silence_is_a_503_that_sent_no_originate(frozen_
         assert elapsed <= BUDGET
         # Thawed, the PBX reads what the frozen connection got: the Ping, no Originate.
         pbx.wait_for(lambda: [a["action"] for a in pbx.actions()].count("Ping") >= 2)
-        assert link.place_call(originate("11.3")) == {"msg_sent": None}
+        assert link.place_call(originate("11.3")) == {"msg_sent": None, "msg_error": None}
     assert pbx.channel_ids() == ["11.1", "11.3"]
 
 
@@ -442,13 +442,13 @@ def test_a_drop_during_a_burst_fails_only_calls_in_flight_each_within_its_deadli
         sandbox.reset()
         for thread in threads:
             thread.join(30)
-        assert link.place_call(originate("13.last")) == {"msg_sent": None}
+        assert link.place_call(originate("13.last")) == {"msg_sent": None, "msg_error": None}
     assert len(outcomes) == 180
     assert all(elapsed <= BUDGET for _, elapsed in outcomes)
     failed = [r for r, _ in outcomes if isinstance(r, ami.AmiError)]
     assert all(isinstance(r, ami.AmiUnavailable) for r in failed), failed
     assert len(failed) <= 6, [r.detail for r in failed]  # at most the calls in flight
-    assert sum(1 for r, _ in outcomes if r == {"msg_sent": None}) == 180 - len(failed)
+    assert sum(1 for r, _ in outcomes if r == {"msg_sent": None, "msg_error": None}) == 180 - len(failed)
 
 
 # --- the process's links ---------------------------------------------------------------------
