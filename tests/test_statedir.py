@@ -1,4 +1,5 @@
 """The state dir's one atomic write and one ownership rule (callexchange.statedir)."""
+import json
 import os
 import pwd
 import subprocess
@@ -7,7 +8,8 @@ import sys
 import pytest
 from paths import LIB
 
-from callexchange.statedir import StateDir, atomic_file, atomic_write, owner_for
+from callexchange.statedir import (StateDir, atomic_file, atomic_write, owner_for, read_record,
+                                   write_record)
 
 
 def test_the_layout_names_every_part_under_the_root():
@@ -88,3 +90,83 @@ def test_as_root_what_we_create_goes_to_the_owner_of_the_directory(tmp_path):
     atomic_write(str(spool / "endpoint.json"), "{}", owner=owner)
     status = os.stat(spool / "endpoint.json")
     assert (status.st_uid, status.st_gid) == owner
+
+
+# --- records rewritten in place ----------------------------------------------------------
+
+def _slots(path):
+    """The two slots of a record file, as bytes."""
+    data = path.read_bytes()
+    return data[:len(data) // 2], data[len(data) // 2:]
+
+
+def test_a_record_reads_back_what_was_last_written_with_no_rename(tmp_path):
+    path = tmp_path / "usage.json"
+    assert read_record(str(path)) is None
+    write_record(str(path), '{"a": 1}', mode=0o640)
+    inode = path.stat().st_ino
+    for n in range(2, 7):
+        write_record(str(path), '{"a": %d}' % n)
+        assert read_record(str(path)) == '{"a": %d}' % n
+    assert path.stat().st_ino == inode           # rewritten in place, not renamed over
+    assert path.stat().st_size == 8192
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert os.listdir(tmp_path) == ["usage.json"]
+    # The two slots hold the last two copies.
+    assert sorted(s.split(b"\n")[1] for s in _slots(path)) == [b'{"a": 5}', b'{"a": 6}']
+
+
+def test_a_write_torn_by_a_crash_leaves_the_previous_record(tmp_path):
+    path = tmp_path / "usage.json"
+    for n in range(3):
+        write_record(str(path), '{"a": %d}' % n)
+    first, second = _slots(path)
+    newest_first = b'{"a": 2}' in first
+    # A crash in the middle of the next write: half a slot written over the older copy.
+    torn = (b"cx-record 1 4 00000000 8\n{\"a\": 3}"[:20]).ljust(4096, b"\0")
+    path.write_bytes(first + torn if newest_first else torn + second)
+    assert read_record(str(path)) == '{"a": 2}'
+    # A bit flipped in the newest copy: its checksum fails, the older one is read.
+    data = bytearray(path.read_bytes())
+    data[(0 if newest_first else 4096) + len("cx-record 1 3 00000000 8\n") + 2] ^= 1
+    path.write_bytes(bytes(data))
+    assert read_record(str(path)) == ""          # no valid slot left: callers start from zero
+    write_record(str(path), '{"a": 9}')
+    assert read_record(str(path)) == '{"a": 9}'
+
+
+def test_a_plain_file_is_read_whole_and_replaced_by_a_record(tmp_path):
+    path = tmp_path / "usage.json"
+    path.write_text('{"from": "an older version"}')
+    assert read_record(str(path)) == '{"from": "an older version"}'
+    write_record(str(path), '{"a": 1}')
+    assert read_record(str(path)) == '{"a": 1}'
+    assert path.read_bytes().startswith(b"cx-record 1 ")
+
+
+def test_a_record_too_long_for_its_slots_gets_larger_ones(tmp_path):
+    path = tmp_path / "usage.json"
+    write_record(str(path), "x" * 10)
+    write_record(str(path), "y" * 10000)
+    assert path.stat().st_size == 2 * 16384
+    assert read_record(str(path)) == "y" * 10000
+    write_record(str(path), "z" * 3)
+    assert read_record(str(path)) == "z" * 3
+
+
+def test_readers_never_see_half_a_record_while_another_process_writes(tmp_path):
+    path = tmp_path / "usage.json"
+    write_record(str(path), '{"n": 0, "pad": ""}')
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from callexchange.statedir import write_record\n"
+        "for n in range(1, 3001):\n"
+        "    write_record(%r, '{\"n\": %%d, \"pad\": \"%%s\"}' %% (n, 'x' * (n %% 3000)),"
+        " durable=False)\n") % (LIB, str(path))])
+    seen = []
+    while writer.poll() is None:
+        text = read_record(str(path))
+        seen.append(json.loads(text)["n"])  # never torn: always JSON
+    assert writer.wait() == 0
+    assert len(seen) > 10 and seen[-1] <= 3000
+    assert json.loads(read_record(str(path)))["n"] == 3000

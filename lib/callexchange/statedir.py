@@ -1,6 +1,7 @@
 """The state dir (`[state] dir`): which file lives where, the one atomic write, and the one
 ownership rule. Every module that keeps state on disk names its place through `StateDir`
-and replaces files through `atomic_write` / `atomic_file`.
+and replaces files through `atomic_write` / `atomic_file`, or, for the small counts
+rewritten on every call, `write_record` / `read_record` (atomic too, without a rename).
 
 Layout::
 
@@ -162,3 +163,103 @@ def _unlink_quietly(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+# --- small records rewritten on every call --------------------------------------------
+#
+# A record file holds two slots of the same size (a power of two, at least 4 KiB), each a
+# whole copy of the record: a header line `cx-record 1 <sequence> <crc32> <length>`, the
+# text, and padding. A write goes to the slot that does not hold the newest copy, with
+# one pwrite() and one fdatasync() on blocks already allocated: no new inode, no rename,
+# so no journal commit to wait for (measured here: ~0.1 ms, against ~1 ms and more for
+# atomic_write's tmp + fsync + rename while other processes sync the same disk). A crash
+# in the middle of a write leaves the other slot, the last good copy; a reader takes the
+# valid slot with the highest sequence, so it never sees half a record either.
+
+_RECORD_MAGIC = b"cx-record 1 "
+_RECORD_SLOT = 4096
+_RECORD_HEADER = 64   # room for the header line
+
+
+def _record_slots(data):
+    """{slot index: (sequence, text bytes)} of the valid slots, or None when `data` is not
+    laid out as a record (a plain file, e.g. written by an older version)."""
+    from binascii import crc32
+
+    size = len(data) // 2
+    if size < _RECORD_SLOT or size & (size - 1) or len(data) != 2 * size:
+        return None
+    slots, laid_out = {}, False
+    for index in (0, 1):
+        slot = data[index * size:(index + 1) * size]
+        if not slot.startswith(_RECORD_MAGIC):
+            continue
+        laid_out = True
+        header, _, rest = slot.partition(b"\n")
+        try:
+            sequence, checksum, length = (int(field, base) for field, base in
+                                          zip(header[len(_RECORD_MAGIC):].split(b" "),
+                                              (10, 16, 10)))
+        except ValueError:
+            continue
+        text = rest[:length]
+        if len(text) == length and crc32(text) == checksum:
+            slots[index] = (sequence, text)
+    return slots if laid_out else None
+
+
+def _record_slot(sequence, text, size):
+    from binascii import crc32
+
+    slot = b"%s%d %08x %d\n%s\n" % (_RECORD_MAGIC, sequence, crc32(text), len(text), text)
+    return slot + b" " * (size - len(slot) - 1) + b"\n"
+
+
+def read_record(path):
+    """The text last written to `path` by write_record (a file laid out otherwise, e.g. by
+    atomic_write or an older version, is read whole; "" when no slot is valid), or None
+    when there is no file. Takes no lock: a writer never leaves half a record."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        return None
+    slots = _record_slots(data)
+    if slots is None:
+        return data.decode("utf-8", "replace")
+    if not slots:
+        return ""
+    return max(slots.values())[1].decode("utf-8", "replace")
+
+
+def write_record(path, text, *, mode=0o640, owner=None, durable=True):
+    """Replace the record at `path` by `text` in place, atomically, and durably unless
+    `durable` is false (see above). The caller holds the lock that orders the writers.
+    A missing file, one laid out otherwise, or a text too long for its slots is laid out
+    afresh with atomic_write (mode, owner). Raises OSError, leaving the last record."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        fd = None
+    sequence = 1
+    if fd is not None:
+        try:
+            size = os.fstat(fd).st_size
+            slots = _record_slots(os.pread(fd, size, 0)) if size <= 1 << 24 else None
+            if slots:
+                newest = max(slots, key=lambda index: slots[index][0])
+                sequence = slots[newest][0] + 1
+            if slots is not None and len(data) + _RECORD_HEADER <= size // 2:
+                target = 1 - newest if slots else 0
+                os.pwrite(fd, _record_slot(sequence, data, size // 2), target * (size // 2))
+                if durable:
+                    os.fdatasync(fd)
+                return
+        finally:
+            os.close(fd)
+    size = _RECORD_SLOT
+    while size < len(data) + _RECORD_HEADER:
+        size *= 2
+    atomic_write(path, _record_slot(sequence, data, size) + b" " * (size - 1) + b"\n",
+                 mode=mode, owner=owner, durable=durable)

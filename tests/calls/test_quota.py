@@ -12,6 +12,7 @@ from paths import LIB
 
 from callexchange.calls.quota import CallQuota, Refused, Usage
 from callexchange.keys import NO_LIMITS, KeyLimits
+from callexchange.statedir import read_record
 
 NOON = time.mktime((2024, 11, 27, 12, 0, 0, 0, 0, -1))   # local time, as the day is
 
@@ -83,8 +84,7 @@ def test_a_slot_given_back_after_midnight_leaves_the_new_day_alone(quota, clock)
     quota.reserve("acme", NO_LIMITS)
     quota.release(late)                   # the refused call of yesterday
     assert quota.usage()["acme"] == Usage(1)   # today's call still counted
-    with open(quota.path) as handle:
-        days = json.load(handle)["days"]
+    days = json.loads(read_record(quota.path))["days"]
     assert days == {"2024-11-27": {"acme": 0}, "2024-11-28": {"acme": 1}}
 
 
@@ -92,8 +92,7 @@ def test_old_days_and_old_minutes_are_dropped(quota, clock):
     quota.reserve("acme", KeyLimits(None, 5, None))
     clock.now += 3 * 86400
     quota.reserve("other", NO_LIMITS)
-    with open(quota.path) as handle:
-        state = json.load(handle)
+    state = json.loads(read_record(quota.path))
     assert list(state["days"]) == ["2024-11-30"]
     assert state["recent"] == {}
 

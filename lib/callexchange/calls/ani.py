@@ -1,9 +1,10 @@
 """Caller ID (ANI) rotation: which of our numbers a call shows, and today's usage counts.
 
-The choice is a pure function (`choose_caller_id`); the counts live in one small JSON file
-per day under `[state] dir/ani/`, read and rewritten under an exclusive flock so that
-concurrent CGI processes never lose or double an increment, and replaced atomically
-(`statedir.atomic_write`) so a crash leaves the last good copy, never half a file.
+The choice is a pure function (`choose_caller_id`); the counts live in one small JSON
+record per day under `[state] dir/ani/`, read and rewritten under an exclusive flock so
+that concurrent CGI processes never lose or double an increment, and replaced atomically
+and durably in place (`statedir.write_record`) so a crash leaves the last good copy, never
+half a file.
 """
 
 import fcntl
@@ -11,7 +12,7 @@ import json
 import os
 import time
 
-from callexchange.statedir import StateDir, atomic_write, owner_for
+from callexchange.statedir import StateDir, owner_for, read_record, write_record
 
 KEEP_DAYS = 7
 
@@ -90,14 +91,13 @@ class AniLedger:
     def usage(self, day=None):
         """{number: calls} for `day` (today by default)."""
         try:
-            with open(self._path(day or self._day()), encoding="utf-8") as handle:
-                counts = json.load(handle)
-        except (FileNotFoundError, ValueError):
+            counts = json.loads(read_record(self._path(day or self._day())) or "{}")
+        except ValueError:
             return {}
         return counts if isinstance(counts, dict) else {}
 
     def _write(self, day, counts):
-        atomic_write(self._path(day), json.dumps(counts, sort_keys=True),
+        write_record(self._path(day), json.dumps(counts, sort_keys=True),
                      owner=owner_for(self.directory))
 
     def reserve(self, candidates, flagged, daily_limit):

@@ -18,6 +18,7 @@ of every country). So:
 """
 
 import _thread
+import functools
 import json
 import os
 import sys
@@ -304,8 +305,7 @@ class ShortNumbers:
             if cache_dir else None
         if path:
             try:
-                with open(path, encoding="utf-8") as handle:
-                    return cls(json.load(handle))
+                return _read_cached(path, cls)
             except (OSError, ValueError, KeyError, TypeError):
                 pass
         data = cls.build()
@@ -467,11 +467,33 @@ def carrier_name(e164_digits, country_code, cache_dir=None):
     return ""
 
 
+# path -> ((mtime, size, inode), what was made of the file): a persistent process would
+# otherwise parse the same files on every call. A changed file is read again.
+_FILES_READ = {}
+
+
+def _read_cached(path, make=None):
+    """`make(json of path)` (the JSON itself by default), parsed again only when the file
+    changed. Raises OSError, ValueError (and whatever `make` raises). Callers only read
+    what it returns."""
+    status = os.stat(path)
+    stamp = (status.st_mtime_ns, status.st_size, status.st_ino)
+    cached = _FILES_READ.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    made = make(data) if make is not None else data
+    _FILES_READ[path] = (stamp, made)
+    return made
+
+
 def _shard_dir(cache_dir):
     version = _package_version()
     return os.path.join(cache_dir, "carrier-" + version)
 
 
+@functools.lru_cache(maxsize=1)
 def _package_version():
     """phonenumbers' version, read from its __init__.py's text (running that file is what
     we avoid; listing site-packages for the dist-info costs more than this read)."""
@@ -490,8 +512,7 @@ def _load_shard(country_code, cache_dir):
     if cache_dir:
         path = os.path.join(_shard_dir(cache_dir), "%d.json" % country_code)
         try:
-            with open(path, encoding="utf-8") as handle:
-                return json.load(handle)
+            return _read_cached(path)
         except (OSError, ValueError):
             pass
     shards = build_carrier_shards()

@@ -9,7 +9,7 @@ first call's reply never enters, so it is neither counted nor refused by the cou
 
 The counts live in one JSON file, `[state] dir/quota/usage.json`, read and rewritten under
 an exclusive flock (so concurrent CGI processes never lose or double a count) and replaced
-atomically (`statedir.atomic_write`), as the ANI counts are:
+atomically in place (`statedir.write_record`), as the ANI counts are:
 
     {"days": {"2024-11-27": {"acme-crm": 12}},            # today and yesterday, every key
      "recent": {"acme-crm": [1732700000.125, ...]},       # last 60 s, rate-limited keys
@@ -25,7 +25,7 @@ import os
 import time
 
 from callexchange.calls import policy
-from callexchange.statedir import StateDir, atomic_write, owner_for
+from callexchange.statedir import StateDir, owner_for, read_record, write_record
 
 KEEP_DAYS = 2   # today, and yesterday for a slot given back just after midnight
 
@@ -83,9 +83,8 @@ class CallQuota:
 
     def _read(self):
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                state = json.load(handle)
-        except (FileNotFoundError, ValueError):
+            state = json.loads(read_record(self.path) or "{}")
+        except ValueError:
             state = {}
         if not isinstance(state, dict):
             state = {}
@@ -100,7 +99,7 @@ class CallQuota:
         state["recent"] = {label: kept for label, kept in
                            ((label, [t for t in times if t > since])
                             for label, times in state["recent"].items()) if kept}
-        atomic_write(self.path, json.dumps(state, sort_keys=True, separators=(",", ":")),
+        write_record(self.path, json.dumps(state, sort_keys=True, separators=(",", ":")),
                      owner=owner_for(self.directory), durable=durable)
 
     @staticmethod
