@@ -1,10 +1,10 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -S
 """CGI shim for the legacy URL /api/v1/asteriskapi.pl: the WSGI app does the work."""
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), os.pardir, "lib"))
 
-from callexchange.http.cgi import run  # noqa: E402
+from callexchange.http.cgi import main  # noqa: E402
 
-run()
+main()

@@ -173,6 +173,35 @@ def test_analyze_loads_neither_the_formatters_nor_the_carrier_table_when_cached(
         assert heavy not in loaded, heavy
     # ... and whoever imports phonenumbers afterwards still gets the whole library
     assert report["e164"] == "+4915112345678"
+    assert not [m for m in loaded if ".alt_format_" in m]
+
+
+FORMATS_PROBE = r"""
+import json, sys
+if sys.argv[2] == "lazy":
+    sys.path.insert(0, sys.argv[1])
+    from callexchange.calls import numbers
+    numbers.analyze("+4930901820", "US")
+import phonenumbers
+from phonenumbers.data import _ALT_NUMBER_FORMATS
+found = {code: [[f.pattern, f.format, list(f.leading_digits_pattern)] for f in formats]
+         for code, formats in _ALT_NUMBER_FORMATS.items()}
+text = "Call 030 1234567, +49 30 901820 or 0176 12345678 (Mo-Fr)"
+matched = [m.raw_string for m in phonenumbers.PhoneNumberMatcher(
+    text, "DE", leniency=phonenumbers.Leniency.EXACT_GROUPING)]
+print(json.dumps({"formats": found, "matched": matched}))
+"""
+
+
+def test_the_alternate_formats_read_on_first_use_are_phonenumbers_own():
+    def probe(how):
+        result = subprocess.run([sys.executable, "-c", FORMATS_PROBE, LIB, how],
+                                capture_output=True, text=True, timeout=60, check=True)
+        return json.loads(result.stdout)
+
+    lazy, whole = probe("lazy"), probe("plain import")
+    assert len(whole["formats"]) >= 40 and all(whole["formats"].values())
+    assert lazy == whole
 
 
 @pytest.mark.parametrize("destination, dialled", [("07911123456", "07911123456"),

@@ -86,9 +86,9 @@ def _phonenumberutil():
 
 def _load_phonenumberutil():
     if "phonenumbers" not in sys.modules:
-        import importlib.util
+        import importlib.machinery  # not importlib.util: it pulls contextlib in (~1 ms)
         import types
-        spec = importlib.util.find_spec("phonenumbers")
+        spec = importlib.machinery.PathFinder.find_spec("phonenumbers")
         if spec is None:  # e.g. a CGI run by a python3 outside the venv: say so plainly
             raise ImportError("phonenumbers is not installed for %s (is the venv's bin/ "
                               "first on the CGI's PATH?)" % sys.executable)
@@ -111,8 +111,76 @@ def _load_phonenumberutil():
 
         package.__getattr__ = complete_package
         sys.modules["phonenumbers"] = package
-    import phonenumbers.phonenumberutil
+    stand_ins = _defer_alternate_formats(sys.modules["phonenumbers"])
+    try:
+        import phonenumbers.phonenumberutil
+    finally:
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
     return sys.modules["phonenumbers.phonenumberutil"]
+
+
+class _AlternateFormats(list):
+    """One calling code's alternate formats (`phonenumbers.data.alt_format_<code>`), read
+    on first use: only phonenumbers' PhoneNumberMatcher reads them, and importing all 46
+    modules costs every CGI process ~5 ms. Until then an empty list; any use of it loads
+    the module and fills it in place (a slice assignment: atomic, also for two threads)."""
+
+    __slots__ = ("_module",)
+
+    def __init__(self, module):
+        super().__init__()
+        self._module = module
+
+    def _load(self):
+        module = self._module
+        if module is not None:
+            import importlib
+            formats = getattr(importlib.import_module(module),
+                              "PHONE_ALT_FORMAT_" + module.rsplit("_", 1)[1])
+            list.__setitem__(self, slice(None), formats)
+            self._module = None
+
+
+def _deferring(name):
+    method = getattr(list, name)
+
+    def deferred(self, *args, **kwargs):
+        self._load()
+        return method(self, *args, **kwargs)
+    deferred.__name__ = name
+    return deferred
+
+
+for _name in ("__iter__", "__len__", "__getitem__", "__contains__", "__reversed__",
+              "__repr__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__",
+              "__add__", "__mul__", "__rmul__", "__iadd__", "__imul__", "__setitem__",
+              "__delitem__", "__reduce_ex__", "__sizeof__", "append", "extend", "insert",
+              "remove", "pop", "clear", "index", "count", "sort", "reverse", "copy"):
+    setattr(_AlternateFormats, _name, _deferring(_name))
+del _name
+
+
+def _defer_alternate_formats(package):
+    """Stand-ins in sys.modules for phonenumbers.data's alt_format_<code> modules while
+    phonenumbers.data is imported: its `from .alt_format_49 import PHONE_ALT_FORMAT_49`
+    then gets an _AlternateFormats. Returns {module name: stand-in} (to remove after)."""
+    import types
+    data = os.path.join(package.__path__[0], "data")
+    try:
+        names = [n[:-3] for n in os.listdir(data) if n.startswith("alt_format_")
+                 and n.endswith(".py") and n[11:-3].isdigit()]
+    except OSError:
+        return {}
+    stand_ins = {}
+    for name in names:
+        module = "phonenumbers.data." + name
+        if module not in sys.modules:
+            stand_in = types.ModuleType(module)
+            setattr(stand_in, "PHONE_ALT_FORMAT_" + name[11:], _AlternateFormats(module))
+            stand_ins[module] = sys.modules[module] = stand_in
+    return stand_ins
 
 
 def known_region(code):
