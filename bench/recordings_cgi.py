@@ -41,7 +41,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import cgi_latency  # noqa: E402  (puts tests/ and lib/ on sys.path)
+import call_latency  # noqa: E402  (puts tests/ and lib/ on sys.path)
 import recordings_lookup  # noqa: E402
 import apache_server  # noqa: E402
 from callexchange import keys  # noqa: E402
@@ -49,7 +49,7 @@ from callexchange.recordings.index import RecordingIndex  # noqa: E402
 from callexchange.recordings.names import parse_name  # noqa: E402
 from callexchange.sandbox.server import Sandbox  # noqa: E402
 
-API_KEY = cgi_latency.API_KEY          # cgi_latency.run_ab sends this one
+API_KEY = call_latency.API_KEY         # run_ab sends this one
 BASE_URL = "https://pbx.example/wav-files"
 FIND_PATH = "/recorded/v1/find_phone_files.pl"
 CALL_PATH = "/api/v1/asteriskapi.pl"
@@ -177,7 +177,7 @@ def http_get(url):
 # --- direct runs (no Apache) ----------------------------------------------------------
 
 def direct_env(config_path, venv, phone):
-    env = cgi_latency.cgi_environ(config_path, venv, FIND_PATH)
+    env = call_latency.cgi_environ(config_path, venv, FIND_PATH)
     env.update(REQUEST_METHOD="GET", QUERY_STRING="phone=%s" % phone,
                PYTHONDONTWRITEBYTECODE="1")
     del env["CONTENT_TYPE"], env["CONTENT_LENGTH"]
@@ -221,9 +221,65 @@ def profile_once(prefix, venv, env, out_dir):
 
 # --- the run --------------------------------------------------------------------------
 
+# --- ApacheBench --------------------------------------------------------------------
+
+def ab_binary():
+    found = shutil.which("ab") or ("/usr/bin/ab" if os.access("/usr/bin/ab", os.X_OK) else None)
+    if not found:
+        sys.exit("recordings_cgi: ab not found (apt-get install apache2-utils)")
+    return found
+
+def run_ab(ab, url, body_file, requests, concurrency, csv_path):
+    """One ab run, a POST of `body_file` or, when it is None, a GET; returns
+    {"p50_ms", "rps", "non_2xx", "errors", "complete"}."""
+    command = [ab, "-q", "-n", str(requests), "-c", str(concurrency), "-s", "30"]
+    if body_file is not None:
+        command += ["-p", str(body_file), "-T", "application/json"]
+    command += ["-H", "api-key: " + API_KEY, "-e", str(csv_path), url]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError("ab failed (%d): %s%s" % (result.returncode, result.stdout,
+                                                     result.stderr))
+    stats = {"non_2xx": 0, "errors": 0}
+    for line in result.stdout.splitlines():
+        label, _, value = line.partition(":")
+        value = value.strip()
+        if label == "Requests per second":
+            stats["rps"] = float(value.split()[0])
+        elif label == "Complete requests":
+            stats["complete"] = int(value)
+        elif label == "Non-2xx responses":
+            stats["non_2xx"] = int(value)
+    # "Failed requests: N" counts replies whose length differs from the first one's too
+    # (ours vary); only "(Connect: 0, Receive: 0, Length: 3, Exceptions: 0)" tells.
+    for part in result.stdout.replace("(", ",").replace(")", ",").split(","):
+        label, _, value = part.partition(":")
+        if label.strip() in ("Connect", "Receive", "Exceptions") and value.strip().isdigit():
+            stats["errors"] += int(value.strip())
+    with open(csv_path) as handle:
+        for line in handle:
+            percent, _, millis = line.strip().partition(",")
+            if percent == "50":
+                stats["p50_ms"] = float(millis)
+    return stats
+
+def finish(json_path, data, results):
+    """Write `data` to `json_path` (if given); exit 1 if any timed run had a non-2xx
+    reply or a failed request: figures of a broken run mean nothing."""
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(json_path, "w") as handle:
+            json.dump(data, handle, indent=2)
+    bad = [r for r in results if r["non_2xx"] or r["errors"]]
+    if bad:
+        print("FAILED: non-2xx or errors in %s" % ", ".join(
+            "%s c=%d" % (r["target"], r["concurrency"]) for r in bad))
+        sys.exit(1)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    ab = cgi_latency.ab_binary()
+    ab = ab_binary()
     if not apache_server.find_apache():
         sys.exit("recordings_cgi: apache2 not found (apt-get install apache2)")
 
@@ -255,12 +311,12 @@ def main(argv=None):
             sys.exit("recordings_cgi: indexed %d recordings, the archive has %d"
                      % (report["index_recordings"], args.files))
 
-        sandbox = Sandbox(host="127.0.0.1", port=0, username=cgi_latency.AMI_USER,
-                          secret=cgi_latency.AMI_SECRET).start()
-        # cgi_latency's config (dedupe off, ANI limit raised), with this archive.
-        config_text = cgi_latency.CONFIG.format(
-            ami_port=sandbox.port, user=cgi_latency.AMI_USER,
-            secret=cgi_latency.AMI_SECRET, base=run)
+        sandbox = Sandbox(host="127.0.0.1", port=0, username=call_latency.AMI_USER,
+                          secret=call_latency.AMI_SECRET).start()
+        # call_latency's config (dedupe off, ANI limit raised), with this archive.
+        config_text = call_latency.CONFIG.format(
+            ami_port=sandbox.port, user=call_latency.AMI_USER,
+            secret=call_latency.AMI_SECRET, base=run)
         old_root = "root = %s/recordings\n" % run
         assert old_root in config_text, config_text
         config_text = config_text.replace(
@@ -278,7 +334,7 @@ def main(argv=None):
         find_url = "%s%s?phone=%s" % (apache.url, FIND_PATH, phone)
         call_url = apache.url + CALL_PATH
         body_file = run / "body.json"
-        body_file.write_bytes(cgi_latency.BODY)
+        body_file.write_bytes(call_latency.BODY)
         body_file.chmod(0o644)
 
         # Both must answer correctly before they are timed.
@@ -290,7 +346,7 @@ def main(argv=None):
             sys.exit("recordings_cgi: find_phone_files answered %s %r (index: %d hits)\n%s"
                      % (status, reply[:500], report["phone_hits"], apache.error_log()[-3000:]))
         before = len(sandbox.actions_named("Originate"))
-        status, reply = cgi_latency.fetch(call_url, cgi_latency.BODY)
+        status, reply = call_latency.fetch(call_url, call_latency.BODY)
         if not (status == 200 and json.loads(reply).get("status") == "true"
                 and len(sandbox.actions_named("Originate")) == before + 1):
             sys.exit("recordings_cgi: asteriskapi answered %s %r\n%s"
@@ -301,17 +357,17 @@ def main(argv=None):
             for target in ("find_phone_files", "asteriskapi"):
                 csv_path = run / "ab.csv"
                 if target == "find_phone_files":
-                    cgi_latency.run_ab(ab, find_url, None, max(args.warmup, 1), 1,
+                    run_ab(ab, find_url, None, max(args.warmup, 1), 1,
                                        run / "warmup.csv")
                     load_before = loadavg()
-                    stats = cgi_latency.run_ab(ab, find_url, None, args.requests,
+                    stats = run_ab(ab, find_url, None, args.requests,
                                                concurrency, csv_path)
                 else:
-                    cgi_latency.run_ab(ab, call_url, body_file, max(args.warmup, 1), 1,
+                    run_ab(ab, call_url, body_file, max(args.warmup, 1), 1,
                                        run / "warmup.csv")
                     load_before = loadavg()
                     before = len(sandbox.actions_named("Originate"))
-                    stats = cgi_latency.run_ab(ab, call_url, body_file, args.requests,
+                    stats = run_ab(ab, call_url, body_file, args.requests,
                                                concurrency, csv_path)
                     stats["originates"] = len(sandbox.actions_named("Originate")) - before
                     if stats["originates"] != args.requests:
@@ -384,7 +440,7 @@ def print_report(report, results, args):
     print("load average (1 min) at start: %.2f" % report["loadavg_start"])
     if "profile" in report:
         print("\ncProfile of one direct run of find_phone_files.pl:\n" + report["profile"])
-    cgi_latency.finish(args.json, {"report": report, "results": results, "p50_ratio": ratios},
+    finish(args.json, {"report": report, "results": results, "p50_ratio": ratios},
                        results)
 
 
