@@ -166,9 +166,10 @@ class CallPlayer:
             thread = threading.Thread(target=self._run, args=(call,), daemon=True,
                                       name="sandbox-call-%s" % uniqueid)
             self._threads = [t for t in self._threads if t.is_alive()]
-            self._threads.append(thread)
             self._uniqueids[uniqueid] = self._uniqueids.get(uniqueid, 0) + 1
-        thread.start()
+            # Started before it is listed: wait() may join any listed thread at once.
+            thread.start()
+            self._threads.append(thread)
         return thread
 
     def _run(self, call):
