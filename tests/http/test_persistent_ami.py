@@ -42,6 +42,7 @@ class Bench:
         self.config.write_text(config_text(self.base, self.port, dial={"dedupe_seconds": "0"},
                                            ani={"daily_limit": "1000000"}))
         self.config.chmod(0o644)
+        # The persistent mode only: its daemon processes' AMI link is what this is about.
         self.apache = apache_server.ApacheServer(self.base, self.config, recordings,
                                                  mode="wsgi", state_dir=state, keys_file=keys)
 
