@@ -23,7 +23,8 @@ import pytest
 
 from callexchange.pbx import ami, persistent
 from callexchange.pbx.wire import MessageParser, encode_message
-from callexchange.sandbox.server import BANNER, Sandbox
+from callexchange.sandbox.server import Sandbox
+from callexchange.sandbox.session import BANNER
 from paths import REPO
 
 USER, SECRET = "callexchange", "link-secret"
