@@ -13,15 +13,24 @@ import pytest
 
 import apache_server
 import harness
-from private_asterisk import HOOK
+from private_asterisk import HOOK, HOW_TO_RUN, find_asterisk
 
 REPO = harness.TESTS.parent
 
 
 @pytest.fixture(scope="module")
-def bench(asterisk_binary):
+def bench():
+    """A private Asterisk of this module's own (its files are broken and mended here).
+    Needs only Asterisk: under CI=true a missing one fails, elsewhere it skips."""
+    binary = find_asterisk()
+    if not binary or not os.access(binary, os.X_OK):
+        message = "no Asterisk found ($ASTERISK, PATH or /opt/asterisk-22.10.1)"
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but %s: the real-Asterisk suite must run in CI" % message,
+                        pytrace=False)
+        pytest.skip("%s; to run the real-Asterisk suite: %s" % (message, HOW_TO_RUN))
     base = apache_server.shared_tempdir("cx-check-")
-    made = harness.Bench(asterisk_binary, base)
+    made = harness.Bench(binary, base)
     try:
         made.start_pbx()
         yield made

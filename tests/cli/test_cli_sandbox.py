@@ -39,9 +39,22 @@ def test_cli_parses_faults_and_outcomes():
     assert (args.log, args.port) == ("/tmp/x.jsonl", 0)
 
 
+def test_cli_parses_agent_outcomes_and_the_no_answer_time():
+    args = cli_sandbox.parse_args(["--agent", "2001=busy", "--agent", "*=noanswer",
+                                   "--agent", "2002=failed", "--no-answer-after", "4"])
+    assert args.agent == [("2001", "busy"), ("*", "noanswer"), ("2002", "unreachable")]
+    config = SimpleNamespace(ami=SimpleNamespace(host="127.0.0.1", port=0, username=USER,
+                                                 secret=SECRET))
+    pbx = cli_sandbox.sandbox_for(args, config)
+    assert pbx.agents == {"2001": "busy", "*": "noanswer", "2002": "unreachable"}
+    assert pbx.no_answer_seconds == 4.0
+    assert cli_sandbox.parse_args([]).no_answer_after is None
+
+
 @pytest.mark.parametrize("argv", [
     ["--fault", "bogus"], ["--fault", "slow-login"], ["--fault", "slow-login=soon"],
     ["--fault", "no-banner=1"], ["--outcome", "123"], ["--outcome", "123=ringing"],
+    ["--agent", "2001"], ["--agent", "2001=hungover"], ["--no-answer-after", "soon"],
     ["--outcome", "123=answered:long"], ["--outcome", "123=busy:3"]])
 def test_cli_refuses_bad_faults_and_outcomes(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -57,8 +70,15 @@ def test_help_documents_every_fault_and_outcome(capsys):
     text = capsys.readouterr().out
     for name in scripting.FAULTS:
         assert name in text
-    for outcome in ("answered:SECONDS", "busy", "noanswer", "failed", "--outcome DEST=OUTCOME"):
+    for outcome in ("answered:SECONDS", "busy", "noanswer", "congestion", "failed",
+                    "--outcome DEST=OUTCOME", "--agent EXT=OUTCOME", "unreachable",
+                    "--no-answer-after SECONDS"):
         assert outcome in text
+    # What still differs from a real Asterisk, and why, is said there.
+    differences = text.split("What differs from a real Asterisk 22")[1].split("examples:")[0]
+    for difference in ("NewCallerid", "Context 'default'", "PJSIP/trunk", "--ring",
+                       "400 Hz tone", "one AMI user", "accept any"):
+        assert difference in differences
 
 
 def free_port():
