@@ -26,19 +26,39 @@ local function error_set(path)
     path = path:gsub("//+", "/")
     local first = path:match("^/([^/]*)")
     if first == "api" and (path == "/api/v1" or path:sub(1, 8) == "/api/v1/") then
-        return "call"
+        return "call", path
     elseif first == "recorded" and (path == "/recorded/v1" or path:sub(1, 13) == "/recorded/v1/") then
-        return "recordings"
+        return "recordings", path
     elseif first == "wav-files" then
-        return "wav-files"
+        return "wav-files", path
+    end
+    return nil
+end
+
+-- The methods of one of our URLs (as its path, normalised above), or nil. A 405 must list
+-- them (RFC 9110, 15.5.6); Apache adds Allow to its own error page only, so for a 405 it
+-- answers itself (TRACE, a method the static files refuse) errors/*/405.json adds it from
+-- CALLEXCHANGE_ALLOW (callexchange.conf.in). The application's 405s send the same list.
+local function allowed_methods(path)
+    if path == "/api/v1/asteriskapi" or path == "/api/v1/asteriskapi.pl" then
+        return "POST"
+    elseif path == "/recorded/v1/find_phone_files" or path == "/recorded/v1/find_phone_files.pl" then
+        return "GET, HEAD, POST"
+    elseif path:sub(1, 11) == "/wav-files/" or path == "/api/v1/openapi.yaml"
+            or path == "/api/v1/docs" or path:sub(1, 13) == "/api/v1/docs/" then
+        return "GET, HEAD"
     end
     return nil
 end
 
 function json_errors(r)
-    local set = error_set(r.uri or "")
+    local set, path = error_set(r.uri or "")
     if not set then
         return apache2.DECLINED
+    end
+    local allow = allowed_methods(path)
+    if allow then
+        r.subprocess_env["CALLEXCHANGE_ALLOW"] = allow
     end
     for _, code in ipairs(CODES) do
         r:custom_response(code, "/callexchange-errors/" .. set .. "/" .. code .. ".json")

@@ -137,13 +137,21 @@ class FuzzGateway:
         self.stop()
 
 
-if __name__ == "__main__":
+def _serve_until_stopped():
+    import signal
+
+    def stop(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)   # a kill stops Apache too, not only Ctrl-C
     gateway = FuzzGateway()
     print("url:", gateway.url, "api-key:", gateway.api_key, "repo:", REPO, flush=True)
     try:
-        import signal
         signal.pause()
     except KeyboardInterrupt:
         pass
     finally:
         gateway.stop()
+
+
+if __name__ == "__main__":
+    _serve_until_stopped()
