@@ -230,24 +230,21 @@ def test_check_only_warns_when_the_ami_user_file_is_not_readable():
     # As install.sh runs it: as www-data, who may not read Asterisk's 0640 files.
     if os.geteuid() != 0:
         pytest.skip("needs root to run the check as www-data")
-    reachable = subprocess.run(
-        ["runuser", "-u", "www-data", "--", "sh", "-c", 'test -r "$0" && test -x "$1"',
-         os.path.join(LIB, "callexchange", "cli.py"), sys.executable], capture_output=True)
-    if reachable.returncode != 0:
-        pytest.skip("www-data cannot reach this checkout or its venv (a clone under /root)")
     import shutil
-    from apache_server import shared_tempdir
+    from apache_server import app_tree, shared_tempdir
     base = shared_tempdir("cx-check-")
     try:
+        # The checkout and its venv, or a copy www-data can reach (a clone under /root).
+        prefix, venv = app_tree(base)
         config = write_config(base, closed_port())
         write_manager(base / "asterisk", shipped_manager())
         (base / "asterisk").chmod(0o755)
         (base / "asterisk" / "manager_callexchange.conf").chmod(0o600)
         config.chmod(0o644)
         (base / "state").chmod(0o755)
-        env = dict(os.environ, CALLEXCHANGE_CONFIG=str(config), PYTHONPATH=LIB)
+        env = dict(os.environ, CALLEXCHANGE_CONFIG=str(config), PYTHONPATH=str(prefix / "lib"))
         result = subprocess.run(
-            ["runuser", "-u", "www-data", "--", sys.executable, "-m", "callexchange",
+            ["runuser", "-u", "www-data", "--", str(venv / "bin" / "python3"), "-m", "callexchange",
              "check", "--no-ami", "--asterisk-etc", str(base / "asterisk")],
             env=env, capture_output=True, text=True, timeout=30)
         assert "warn asterisk:" in result.stdout, result.stdout + result.stderr
