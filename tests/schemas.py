@@ -62,3 +62,19 @@ def is_valid(schema_name, instance):
 
 def schema_names():
     return sorted(document()["components"]["schemas"])
+
+
+def response_validator(path, method, status):
+    """A validator for the JSON body documented for `status` of `method` on `path`
+    (e.g. "/api/v1/asteriskapi.pl", "post", 403), through its $refs."""
+    response = document()["paths"][path][method.lower()]["responses"][str(status)]
+    if "$ref" in response:
+        pointer = response["$ref"]
+    else:
+        pointer = "#/paths/%s/%s/responses/%s" % (path.replace("~", "~0").replace("/", "~1"),
+                                                  method.lower(), status)
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              "$ref": "%s%s/content/application~1json/schema" % (DOCUMENT_URI, pointer)}
+    return jsonschema.Draft202012Validator(
+        schema, registry=_registry(),
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
