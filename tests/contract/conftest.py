@@ -7,8 +7,8 @@ from fuzz_gateway import FuzzGateway
 
 
 @pytest.fixture(scope="module")
-def gateway():
-    """Sandbox PBX + private Apache with the real CGI, on loopback ports."""
-    apache_server.require_apache()
-    with FuzzGateway() as running:
+def gateway(apache_mode):
+    """Sandbox PBX + private Apache on loopback ports, in each mode the suite runs."""
+    apache_server.require_apache(apache_mode)
+    with FuzzGateway(mode=apache_mode) as running:
         yield running

@@ -85,9 +85,11 @@ def _open_dir(path):
 
 
 class FuzzGateway:
-    """Sandbox PBX + private Apache on loopback ports; `stop()` ends both."""
+    """Sandbox PBX + private Apache on loopback ports, serving the gateway as CGI or
+    through mod_wsgi (`mode`); `stop()` ends both."""
 
-    def __init__(self):
+    def __init__(self, mode="cgi"):
+        self.mode = mode     # "cgi" (mod_cgid) or "wsgi" (mod_wsgi, install.sh --persistent)
         self.base = apache_server.shared_tempdir("cx-contract-")
         self.sandbox = None
         self.apache = None
@@ -116,8 +118,10 @@ class FuzzGateway:
             ami_port=self.sandbox.port, user=AMI_USER, secret=AMI_SECRET,
             recordings=recordings, keys=keys, state=state))
         self.config_path.chmod(0o644)
+        mode = self.mode
         self.apache = apache_server.ApacheServer(self.base, self.config_path, recordings,
-                                                 state_dir=state, keys_file=keys)
+                                                 mode=mode, state_dir=state,
+                                                 keys_file=keys)
         self.url = self.apache.url
         self.api_key = API_KEY
 

@@ -100,6 +100,7 @@ SKIP_NEEDS = {
     r"mod_wsgi|\"wsgi\"": "libapache2-mod-wsgi-py3",
     r"chromium": "chromium",
     r"shellcheck": "shellcheck",
+    r"setfacl": "acl",
     r"asterisklint": "asterisklint",
     r"Asterisk found|sipp|_missing\(": "sip-tester",
     r"root|geteuid": "root",

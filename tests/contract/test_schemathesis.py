@@ -8,8 +8,9 @@ What it generates (schemathesis's CLI, pinned in requirements.txt, seed fixed):
   violation of each constraint (missing, wrong type, out of range, pattern broken,
   unsupported method...), deterministic (~2,100 requests);
 - fuzzing phase: FUZZ_EXAMPLES random requests per operation, valid and invalid, in JSON,
-  text/plain, form and JSON-RPC shapes (8 operations: up to 8 x FUZZ_EXAMPLES).
-About 2,500 requests in all, 3 minutes on the 2-core machine under load; every request has
+  text/plain, form and JSON-RPC shapes (12 operations: up to 12 x FUZZ_EXAMPLES).
+About 2,700 requests in all, per Apache mode (CGI and mod_wsgi: the run is repeated for
+each), 2 to 4 minutes each on the 2-core machine under load; every request has
 REQUEST_TIMEOUT seconds and the whole run RUN_TIMEOUT, so CI stays bounded. Loopback only:
 the base URL is the private Apache's 127.0.0.1 port.
 
@@ -80,6 +81,8 @@ def test_schemathesis_finds_no_mismatch_and_no_server_error(gateway, tmp_path):
     for phase in ("examples", "coverage", "fuzzing"):
         assert summary["phases"][phase]["status"] == "success", (phase, summary["phases"])
     assert cases["generated"] >= MIN_GENERATED, cases
-    # The fuzzer got past validation too: real calls reached the PBX.
-    assert originates >= 10, originates
+    # The fuzzer got past validation too: real calls reached the PBX (11 to 21 in the runs
+    # measured; a repeat within [dial] dedupe_seconds is replayed, not dialled, so the
+    # count depends on timing: the bound leaves room for that).
+    assert originates >= 5, originates
     assert "Traceback" not in gateway.apache.error_log(), gateway.apache.error_log()[-5000:]
