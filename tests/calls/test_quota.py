@@ -13,16 +13,9 @@ from paths import LIB
 from callexchange.calls.quota import CallQuota, Refused, Usage
 from callexchange.keys import NO_LIMITS, KeyLimits
 from callexchange.statedir import read_record
+from clock import Clock
 
 NOON = time.mktime((2024, 11, 27, 12, 0, 0, 0, 0, -1))   # local time, as the day is
-
-
-class Clock:
-    def __init__(self, now):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

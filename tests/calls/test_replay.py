@@ -5,16 +5,9 @@ import threading
 import time
 
 from callexchange.calls.replay import PRUNE_EVERY, ReplayStore
+from clock import Clock
 
 BODY = {"status": "true", "uniqueid": "1732700000.000000000001"}
-
-
-class FakeClock:
-    def __init__(self, now=1_700_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 def test_first_request_finds_nothing_and_its_twin_gets_the_stored_reply(tmp_path):
@@ -53,7 +46,7 @@ def test_keys_are_independent(tmp_path):
 
 
 def test_entries_expire_after_ttl(tmp_path):
-    clock = FakeClock()
+    clock = Clock()
     store = ReplayStore(str(tmp_path), ttl=5, clock=clock)
     with store.guard("key-1", "fp") as guard:
         guard.remember(200, BODY)
@@ -93,7 +86,7 @@ def test_entry_that_is_not_an_object_is_treated_as_absent(tmp_path):
 
 
 def test_a_shorter_second_reply_overwrites_the_first_cleanly(tmp_path):
-    clock = FakeClock()
+    clock = Clock()
     store = ReplayStore(str(tmp_path), ttl=5, clock=clock)
     with store.guard("k") as guard:
         guard.remember(200, {"long": "x" * 500})
@@ -138,7 +131,7 @@ def test_a_concurrent_twin_waits_for_the_first_and_gets_its_reply(tmp_path):
 
 def test_prune_removes_expired_entries_at_most_once_per_period(tmp_path):
     # prune goes by the files' mtime (it never opens them), so age them with utime
-    clock = FakeClock(time.time())
+    clock = Clock(time.time())
     store = ReplayStore(str(tmp_path), ttl=60, clock=clock)
     for key in ("old", "new"):
         with store.guard(key) as guard:

@@ -108,18 +108,19 @@ def _check_crm_id(value):
 
 
 def issue_call(config, params, api_key, protect_double_click=True, not_after=None,
-               log=None, ami_client=None):
+               log=None, ami_client=None, clock=time.time):
     """Place one call for `params` (names already normalised). Returns (status, body,
     placed); `placed` is also True when Asterisk may have placed it without confirming.
     `not_after`: the time.monotonic() by which the whole HTTP request must be answered.
     `log(text)`: where a PBX-side failure (502, 503, a failed MessageSend) is written
     for the operator, one line each (Apache's error.log: the WSGI `wsgi.errors`).
     `ami_client`: anything with `pbx.ami.place_call`'s signature (default: that function,
-    a session per call; persistent mode: its process's long-lived link)."""
+    a session per call; persistent mode: its process's long-lived link). `clock`: the
+    wall clock of the double-click window ([dial] dedupe_seconds)."""
     try:
         try:
             return _issue_call(config, params, api_key, protect_double_click, not_after, log,
-                               ami_client)
+                               ami_client, clock)
         except OSError as error:  # the state dir: ANI counts, replay store, carrier shards
             raise ApiError(500, "Server error: cannot use the state dir %s ([state] dir): %s"
                            % (config.state.dir, error.strerror or error)) from None
@@ -127,7 +128,8 @@ def issue_call(config, params, api_key, protect_double_click=True, not_after=Non
         return error.status, error_reply(error, params), bool(error.extra.get("maybe_placed"))
 
 
-def _issue_call(config, params, api_key, protect_double_click, not_after, log, ami_client):
+def _issue_call(config, params, api_key, protect_double_click, not_after, log, ami_client,
+                clock):
     missing = [name for name, value in (("api-key", api_key),
                                         ("extension", params.get("extension")),
                                         ("destination", params.get("destination")))
@@ -164,7 +166,7 @@ def _issue_call(config, params, api_key, protect_double_click, not_after, log, a
     if not protect_double_click or config.dial.dedupe_seconds <= 0:
         status, body = place()
         return status, body, True
-    store = ReplayStore(StateDir(config.state.dir).dedupe, config.dial.dedupe_seconds)
+    store = ReplayStore(StateDir(config.state.dir).dedupe, config.dial.dedupe_seconds, clock)
     with store.guard("%s\0%s\0%s" % (label, extension, number.dial_digits)) as guard:
         if guard.previous is not None:
             status, body = guard.previous

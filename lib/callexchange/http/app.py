@@ -9,6 +9,7 @@ The same app runs as CGI (cgi-bin shims, one process per request) and persistent
 """
 
 import json
+import time
 
 from callexchange.config import ConfigError, load_config
 from callexchange.errors import ApiError, status_line
@@ -24,25 +25,27 @@ CALL_PATHS = ("/api/v1/asteriskapi.pl", "/api/v1/asteriskapi")
 RECORDING_PATHS = ("/recorded/v1/find_phone_files.pl", "/recorded/v1/find_phone_files")
 
 
-def create_app(config_path=None, config=None, ami_client=None):
+def create_app(config_path=None, config=None, ami_client=None, clock=time.time):
     """The WSGI callable. A broken config does not stop it: every request then gets a
     500 JSON reply naming the file, line and problem. `ami_client`: how calls reach
     Asterisk; None is a fresh AMI session per call (CGI), the persistent mode passes its
-    process's `pbx.persistent.PersistentAmi`."""
+    process's `pbx.persistent.PersistentAmi`. `clock`: the wall clock of the double-click
+    window (tests move one by hand)."""
     config_error = None
     if config is None:
         try:
             config = load_config(config_path)
         except ConfigError as error:
             config_error = error
-    return Application(config, config_error, ami_client)
+    return Application(config, config_error, ami_client, clock)
 
 
 class Application:
-    def __init__(self, config, config_error=None, ami_client=None):
+    def __init__(self, config, config_error=None, ami_client=None, clock=time.time):
         self.config = config
         self.config_error = config_error
         self.ami_client = ami_client
+        self.clock = clock
 
     def __call__(self, environ, start_response):
         try:
@@ -103,8 +106,6 @@ class Application:
     def call_endpoint(self, environ, method, query, body):
         from callexchange.calls.endpoint import error_reply, issue_call
 
-        import time
-
         header_key = environ.get("HTTP_API_KEY")
         idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
         # SPEC §4.6: the whole request, a batch of calls included, is answered within
@@ -114,7 +115,7 @@ class Application:
         def one_call(params, protect):
             return issue_call(self.config, params, api_key_from(params, header_key), protect,
                               not_after, log=environ["wsgi.errors"].write,
-                              ami_client=self.ami_client)
+                              ami_client=self.ami_client, clock=self.clock)
 
         def handle():
             try:
