@@ -145,6 +145,43 @@ def test_shards_written_by_concurrent_threads_are_whole_and_leave_no_temp_files(
     assert json.loads((tmp_path / "1.json").read_text()) == {"": 0}
 
 
+COLD_START_PROBE = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from callexchange.calls import numbers
+build = numbers.build_carrier_shards
+
+def counted():
+    with open(sys.argv[3], "a") as log:
+        log.write("built\n")
+    return build()
+
+numbers.build_carrier_shards = counted
+numbers.known_region("US")  # phonenumbers loaded: only the shards are left to do
+print("ready", flush=True)
+sys.stdin.read()  # all start together, once every probe is ready
+print(numbers.analyze("+4915112345678", "US", sys.argv[2]).carrier)
+"""
+
+
+def test_a_cold_start_builds_the_shards_once_while_concurrent_calls_wait(tmp_path):
+    # 20 CGIs at once on a fresh state dir each built every shard (seconds of CPU each),
+    # and the calls ran out of time: one builds, the others read what it wrote.
+    cache, log = tmp_path / "cache", tmp_path / "built.log"
+    log.write_text("")
+    probes = [subprocess.Popen([sys.executable, "-c", COLD_START_PROBE, LIB, str(cache), str(log)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+              for _ in range(6)]
+    for probe in probes:
+        assert probe.stdout.readline() == "ready\n"
+    for probe in probes:
+        probe.stdin.close()
+    answers = [probe.stdout.read().strip() for probe in probes]
+    assert [probe.wait(timeout=120) for probe in probes] == [0] * 6
+    assert answers == ["T-Mobile"] * 6
+    assert log.read_text() == "built\n"
+
+
 # --- the lazy import path ----------------------------------------------------------------
 
 LAZY_PROBE = r"""

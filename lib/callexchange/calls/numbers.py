@@ -577,19 +577,55 @@ def _package_version():
 
 
 def _load_shard(country_code, cache_dir):
-    if cache_dir:
-        path = os.path.join(_shard_dir(cache_dir), "%d.json" % country_code)
+    if not cache_dir:
+        return build_carrier_shards().get(country_code, {})
+    directory = _shard_dir(cache_dir)
+    path = os.path.join(directory, "%d.json" % country_code)
+    try:
+        return _read_cached(path)
+    except (OSError, ValueError):
+        pass
+    # Cold start: one process builds the shards while the others wait for it and then
+    # read them (without the lock, 20 concurrent CGIs each built all of them, and the
+    # machine's CPU ran out before the calls' AMI deadline). A lock that cannot be had
+    # (a read-only state dir) only costs speed: build in memory.
+    with _build_lock(directory) as locked:
+        if locked:
+            try:
+                return _read_cached(path)
+            except (OSError, ValueError):
+                pass
+        shards = build_carrier_shards()
         try:
-            return _read_cached(path)
-        except (OSError, ValueError):
-            pass
-    shards = build_carrier_shards()
-    if cache_dir:
-        try:
-            write_carrier_shards(shards, _shard_dir(cache_dir))
+            write_carrier_shards(shards, directory)
         except OSError:
             pass  # a read-only state dir only costs speed, never an answer
     return shards.get(country_code, {})
+
+
+class _build_lock:
+    """`with _build_lock(directory) as locked:` an exclusive flock on `directory`/.lock,
+    held for the block; `locked` is False when the lock file cannot be made."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, ".lock")
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return False
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return True
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # releases the flock
+            self.fd = None
+        return False
 
 
 def build_carrier_shards():
