@@ -170,3 +170,22 @@ def test_readers_never_see_half_a_record_while_another_process_writes(tmp_path):
     assert writer.wait() == 0
     assert len(seen) > 10 and seen[-1] <= 3000
     assert json.loads(read_record(str(path)))["n"] == 3000
+
+
+def test_a_durable_write_after_a_lazy_one_syncs_the_lazy_copy_before_overwriting(
+        tmp_path, monkeypatch):
+    path = tmp_path / "usage.json"
+    write_record(str(path), '{"a": 1}')
+    write_record(str(path), '{"a": 2}', durable=False)
+    assert sorted(s.split(b"\n")[0].endswith(b" lazy") for s in _slots(path)) == [False, True]
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(
+        read_record(str(path))), real(fd))[1])
+    # The durable {"a": 1} is about to be overwritten: {"a": 2} is synced first.
+    write_record(str(path), '{"a": 3}')
+    assert synced == ['{"a": 2}', '{"a": 3}']
+    write_record(str(path), '{"a": 4}')       # after a durable copy: one sync only
+    assert synced[2:] == ['{"a": 4}']
+    assert read_record(str(path)) == '{"a": 4}'
+

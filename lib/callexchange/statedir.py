@@ -175,6 +175,12 @@ def _unlink_quietly(path):
 # atomic_write's tmp + fsync + rename while other processes sync the same disk). A crash
 # in the middle of a write leaves the other slot, the last good copy; a reader takes the
 # valid slot with the highest sequence, so it never sees half a record either.
+#
+# A write that is not durable (`durable=False`: counts whose loss costs nothing) marks its
+# header `lazy`. The next durable write overwrites the slot holding the copy before it, so
+# it first fdatasync()s the lazy one: else a power loss during that write could leave the
+# torn slot and a lazy slot never written back, and a durable copy already answered for
+# would be lost. (Readers of the first layout ignore the extra header field.)
 
 _RECORD_MAGIC = b"cx-record 1 "
 _RECORD_SLOT = 4096
@@ -182,8 +188,9 @@ _RECORD_HEADER = 64   # room for the header line
 
 
 def _record_slots(data):
-    """{slot index: (sequence, text bytes)} of the valid slots, or None when `data` is not
-    laid out as a record (a plain file, e.g. written by an older version)."""
+    """{slot index: (sequence, text bytes, lazy)} of the valid slots, or None when `data`
+    is not laid out as a record (a plain file, e.g. written by an older version); `lazy`:
+    written without an fdatasync."""
     from binascii import crc32
 
     size = len(data) // 2
@@ -196,22 +203,23 @@ def _record_slots(data):
             continue
         laid_out = True
         header, _, rest = slot.partition(b"\n")
+        fields = header[len(_RECORD_MAGIC):].split(b" ")
         try:
             sequence, checksum, length = (int(field, base) for field, base in
-                                          zip(header[len(_RECORD_MAGIC):].split(b" "),
-                                              (10, 16, 10)))
+                                          zip(fields, (10, 16, 10)))
         except ValueError:
             continue
         text = rest[:length]
         if len(text) == length and crc32(text) == checksum:
-            slots[index] = (sequence, text)
+            slots[index] = (sequence, text, fields[3:4] == [b"lazy"])
     return slots if laid_out else None
 
 
-def _record_slot(sequence, text, size):
+def _record_slot(sequence, text, size, lazy=False):
     from binascii import crc32
 
-    slot = b"%s%d %08x %d\n%s\n" % (_RECORD_MAGIC, sequence, crc32(text), len(text), text)
+    slot = b"%s%d %08x %d%s\n%s\n" % (_RECORD_MAGIC, sequence, crc32(text), len(text),
+                                      b" lazy" if lazy else b"", text)
     return slot + b" " * (size - len(slot) - 1) + b"\n"
 
 
@@ -252,7 +260,12 @@ def write_record(path, text, *, mode=0o640, owner=None, durable=True):
                 sequence = slots[newest][0] + 1
             if slots is not None and len(data) + _RECORD_HEADER <= size // 2:
                 target = 1 - newest if slots else 0
-                os.pwrite(fd, _record_slot(sequence, data, size // 2), target * (size // 2))
+                if durable and slots and slots[newest][2]:
+                    # The copy this write keeps must be on disk before the other is
+                    # overwritten (see above).
+                    os.fdatasync(fd)
+                os.pwrite(fd, _record_slot(sequence, data, size // 2, lazy=not durable),
+                          target * (size // 2))
                 if durable:
                     os.fdatasync(fd)
                 return
@@ -261,5 +274,6 @@ def write_record(path, text, *, mode=0o640, owner=None, durable=True):
     size = _RECORD_SLOT
     while size < len(data) + _RECORD_HEADER:
         size *= 2
-    atomic_write(path, _record_slot(sequence, data, size) + b" " * (size - 1) + b"\n",
+    atomic_write(path, _record_slot(sequence, data, size, lazy=not durable)
+                 + b" " * (size - 1) + b"\n",
                  mode=mode, owner=owner, durable=durable)

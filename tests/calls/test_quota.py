@@ -174,3 +174,28 @@ def test_refusals_are_counted_by_rule_for_today(quota, clock):
                                                     "daily_cap": 1})
     clock.now += 86400
     assert quota.usage() == {}     # a new day: nothing yet
+
+
+def _newest_header(path):
+    data = open(path, "rb").read()
+    headers = [data[i * len(data) // 2:].split(b"\n", 1)[0] for i in (0, 1)]
+    return max((h for h in headers if h.startswith(b"cx-record 1 ")),
+               key=lambda h: int(h.split(b" ")[2]))
+
+
+def test_counts_that_limit_a_key_are_synced_and_counts_that_only_describe_one_are_not(
+        quota, monkeypatch):
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    quota.reserve("plain", NO_LIMITS)          # lays the file out (atomic_write, fsync)
+    synced.clear()
+    quota.reserve("plain", NO_LIMITS)
+    assert synced == [] and _newest_header(quota.path).endswith(b" lazy")
+    quota.reserve("capped", KeyLimits(None, None, 100))
+    # The lazy copy first, then this one: a crash mid-write keeps a synced copy.
+    assert len(synced) == 2 and not _newest_header(quota.path).endswith(b" lazy")
+    quota.reserve("rated", KeyLimits(None, 10, None))
+    assert len(synced) == 3
+    assert {label: usage.today for label, usage in quota.usage().items()} == {
+        "plain": 2, "capped": 1, "rated": 1}

@@ -16,7 +16,11 @@ atomically in place (`statedir.write_record`), as the ANI counts are:
      "refused": {"2024-11-27": {"acme-crm": {"emergency": 1}}}}   # refusals by rule
 
 Refusals are counted too (not fsynced: a lost one costs nothing), so `keys list` shows a
-key probing what it may not dial: the first sign of a leaked key.
+key probing what it may not dial: the first sign of a leaked key. So are the calls of a
+key without a per-minute or per-day limit: their counts limit nothing, they are what
+`keys list` shows, and an fdatasync under the lock every call would cost such a key's
+calls ~0.2-3 ms each and serialise them (docs/decisions.md). They stay exact (the flock)
+and survive any crash of the gateway; a power loss may forget the last seconds of them.
 """
 
 import fcntl
@@ -138,7 +142,7 @@ class CallQuota:
             counts[label] = counts.get(label, 0) + 1
             if limits is not None and limits.max_calls_per_minute is not None:
                 state["recent"][label] = recent + [round(now, 6)]
-            self._write(state, now)
+            self._write(state, now, durable=counts_limit(limits))
             return Slot(label, day, round(now, 6))
         finally:
             os.close(fd)
@@ -172,6 +176,18 @@ class CallQuota:
                              if label in state["recent"] else None,
                              dict(refused.get(label, {})))
                 for label in set(today) | set(state["recent"]) | set(refused)}
+
+
+def counts_limit(limits):
+    """True when the key's counts decide its calls (a per-minute or per-day limit), so
+    they must survive a power loss; False for a key they only describe.
+
+    >>> from callexchange.keys import KeyLimits
+    >>> counts_limit(KeyLimits(None, None, 2000)), counts_limit(KeyLimits(("GB",), None, None))
+    (True, False)
+    """
+    return limits is not None and (limits.max_calls_per_minute is not None
+                                   or limits.max_calls_per_day is not None)
 
 
 def admit(config, label, number, clock=time.time):
