@@ -329,13 +329,15 @@ def cgi_environ(config_path, venv, script_name):
 
 def daemon_memory(apache, group="callexchange"):
     """[(pid, VmHWM KiB, VmRSS KiB, open fds)] of the mod_wsgi daemon processes of
-    `group` (display-name=%{GROUP}: their command line reads "(wsgi:<group>)")."""
+    `group` (display-name=%{GROUP}: their command line reads "(wsgi:<group>)", cut to
+    the length of Apache's own argv[0]: "(wsgi:callexchang" under /usr/sbin/apache2)."""
+    full = "(wsgi:%s)" % group
     found = []
     for pid in apache_server._session_members(apache.process.pid):  # noqa: SLF001
         try:
             with open("/proc/%d/cmdline" % pid, "rb") as handle:
                 name = handle.read().split(b"\0")[0].decode("ascii", "replace")
-            if not name.startswith("(wsgi:%s)" % group):
+            if not (name.startswith("(wsgi:") and full.startswith(name)):
                 continue
             status = {}
             with open("/proc/%d/status" % pid) as handle:
