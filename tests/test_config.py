@@ -136,7 +136,7 @@ def test_parse_ini_reports_lines():
     (MINIMAL + "[bogus]\nx = 1\n", "[bogus]", ["unknown section", "bogus"]),
     (MINIMAL + "bogus_key = 1\n", "bogus_key", ["unknown key", "bogus_key", "[ani]"]),
     (MINIMAL.replace("secret = s3cret", "secret = s3cret\nport = abc"), "port =",
-     ["port", "whole number", "abc"]),
+     ["port", "whole number"]),
     (MINIMAL.replace("secret = s3cret", "secret = s3cret\nport = 70000"), "port =",
      ["port", "between"]),
     (MINIMAL.replace("secret = s3cret", "secret = s3cret\ntimeout = soon"), "timeout =",
@@ -156,7 +156,7 @@ def test_parse_ini_reports_lines():
     (MINIMAL + "USA = 12125550100\n", "USA =", ["unknown key 'usa' in [ani]", "region"]),
     (MINIMAL + "1A = 12125550100\n", "1A =", ["[ani] 1a", "two-letter"]),
     (MINIMAL + "[dial]\nring_timout = 5\n", "ring_timout", ["unknown key", "[dial]"]),
-    (MINIMAL + "DE = 49301, 4930123456\n", "DE =", ["6 to 15 digits", "49301"]),
+    (MINIMAL + "DE = 49301, 4930123456\n", "DE =", ["6 to 15 digits"]),
     (MINIMAL.replace("default = 12125550100", "default = 1212555O100"), "default =",
      ["default"]),
     (MINIMAL + "daily_limit = many\n", "daily_limit", ["daily_limit"]),
@@ -178,6 +178,10 @@ def test_errors_name_file_and_line(text, needle, words):
     assert str(error).startswith("/etc/cx.ini:%d: " % line)
     for word in words:
         assert word in str(error)
+    # Never the value: it may be a secret, and the message reaches error.log.
+    value = text.splitlines()[line - 1].partition("=")[2].strip()
+    if len(value) > 5:   # (shorter ones, like "state", are words of the message too)
+        assert value not in str(error).partition(": ")[2]
 
 
 def test_section_given_twice_names_its_second_header():
@@ -257,7 +261,7 @@ def test_policy_lists_are_normalised():
 @pytest.mark.parametrize("line, problem", [
     ("allowed_regions = GBR", "two-letter ISO regions"),
     ("allowed_regions = ,", "at least one region"),
-    ("allowed_types = mobile, premium", "got 'premium'"),
+    ("allowed_types = mobile, premium", "1 listed are none of them"),
     ("allowed_types = ", "at least one type"),
 ])
 def test_bad_policy_values_name_their_line(line, problem):

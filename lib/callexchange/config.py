@@ -19,7 +19,8 @@ _FALSE = frozenset(("0", "no", "false", "off"))
 
 
 class ConfigError(Exception):
-    """A config problem, reported as `<file>:<line>: <what is wrong>`."""
+    """A config problem, reported as `<file>:<line>: <what is wrong>`: the section and key,
+    never the value (it may be a secret, and the message reaches error.log)."""
 
     def __init__(self, path, line, message):
         self.path = path
@@ -75,9 +76,9 @@ def _seconds(value):
     try:
         number = float(value)
     except ValueError:
-        raise ValueError("must be a number of seconds, got %r" % value) from None
+        raise ValueError("must be a number of seconds") from None
     if not 0 < number <= 3600:
-        raise ValueError("must be more than 0 and at most 3600 seconds, got %r" % value)
+        raise ValueError("must be more than 0 and at most 3600 seconds")
     return number
 
 
@@ -86,9 +87,9 @@ def _whole(low, high):
         try:
             number = int(value)
         except ValueError:
-            raise ValueError("must be a whole number, got %r" % value) from None
+            raise ValueError("must be a whole number") from None
         if not low <= number <= high:
-            raise ValueError("must be between %d and %d, got %r" % (low, high, value))
+            raise ValueError("must be between %d and %d" % (low, high))
         return number
     return check
 
@@ -99,19 +100,19 @@ def _boolean(value):
         return True
     if lowered in _FALSE:
         return False
-    raise ValueError("must be yes or no, got %r" % value)
+    raise ValueError("must be yes or no")
 
 
 def _region(value):
     if len(value) != 2 or not value.isalpha() or not value.isascii():
-        raise ValueError("must be a two-letter ISO region code such as US or DE, got %r" % value)
+        raise ValueError("must be a two-letter ISO region code such as US or DE")
     return value.upper()
 
 
 def _word(value):
     """A dialplan context name: it reaches an AMI header, so letters, digits, - and _ only."""
     if not value or not all(c.isascii() and (c.isalnum() or c in "-_") for c in value):
-        raise ValueError("must be letters, digits, '-' or '_', got %r" % value)
+        raise ValueError("must be letters, digits, '-' or '_'")
     return value
 
 
@@ -122,17 +123,17 @@ def _template(*placeholders, variable_safe=False):
     def check(value):
         for placeholder in placeholders:
             if "{%s}" % placeholder not in value:
-                raise ValueError("must contain {%s}, got %r" % (placeholder, value))
+                raise ValueError("must contain {%s}" % placeholder)
         if any(c in value for c in "\r\n\0"):
             raise ValueError("must not contain control characters")
         if variable_safe and any(c in value for c in ',"\\'):
             raise ValueError("must not contain ',', '\"' or '\\' (it reaches the dialplan "
-                             "in an AMI Variable header), got %r" % value)
+                             "in an AMI Variable header)")
         try:
             value.format(**{p: "1" for p in placeholders})
         except (KeyError, IndexError, ValueError):
-            raise ValueError("may only use the placeholder(s) %s, got %r"
-                             % (", ".join("{%s}" % p for p in placeholders), value)) from None
+            raise ValueError("may only use the placeholder(s) %s"
+                             % ", ".join("{%s}" % p for p in placeholders)) from None
         return value
     return check
 
@@ -150,27 +151,26 @@ def _message_from(value):
     if "<" in value or ">" in value:
         name, _, uri = value.rstrip().partition("<")
         if not uri.endswith(">") or ">" in name or ">" in uri[:-1]:
-            raise ValueError("must be a SIP URI, optionally as 'Name <sip:user@host>', "
-                             "got %r" % value)
+            raise ValueError("must be a SIP URI, optionally as 'Name <sip:user@host>'")
         uri = uri[:-1]
     scheme, colon, rest = uri.partition(":")
     user, at, host = rest.partition("@")
     if (scheme.lower() not in ("sip", "sips") or not colon or not user or not at
             or not host or any(c in rest for c in ' "<>')):
         raise ValueError("must be a SIP URI such as sip:callexchange@pbx.example.com, "
-                         "optionally after a display name, got %r" % value)
+                         "optionally after a display name")
     return value
 
 
 def _url(value):
     if value and not (value.startswith("http://") or value.startswith("https://")):
-        raise ValueError("must start with http:// or https://, got %r" % value)
+        raise ValueError("must start with http:// or https://")
     return value
 
 
 def _path(value):
     if not value.startswith("/"):
-        raise ValueError("must be an absolute path, got %r" % value)
+        raise ValueError("must be an absolute path")
     return value
 
 
@@ -203,7 +203,7 @@ def _choice(*choices):
     def check(value):
         lowered = value.lower()
         if lowered not in choices:
-            raise ValueError("must be one of %s, got %r" % (", ".join(choices), value))
+            raise ValueError("must be one of %s" % ", ".join(choices))
         return lowered
     return check
 
@@ -219,7 +219,7 @@ def _phone_pool(value):
         if not number:
             continue
         if not number.isdigit() or not 6 <= len(number) <= 15 or not number.isascii():
-            raise ValueError("each caller ID must be 6 to 15 digits, got %r" % part.strip())
+            raise ValueError("each caller ID must be 6 to 15 digits")
         numbers.append(number)
     return tuple(numbers)
 
@@ -259,7 +259,7 @@ def parse_region_list(value):
             continue
         if code != "001" and (len(code) != 2 or not code.isalpha() or not code.isascii()):
             raise ValueError("must be * or a comma-separated list of two-letter ISO regions "
-                             "(GB, DE) or 001 (non-geographic), got %r" % part.strip())
+                             "(GB, DE) or 001 (non-geographic)")
         if code not in regions:
             regions.append(code)
     if not regions:
@@ -274,8 +274,8 @@ def _number_types(value):
              if part.strip()]
     unknown = [name for name in names if name not in NUMBER_TYPES]
     if unknown:
-        raise ValueError("knows the types %s (or *), got %r" % (", ".join(NUMBER_TYPES),
-                                                               unknown[0]))
+        raise ValueError("knows the types %s (or *); %d listed are none of them"
+                         % (", ".join(NUMBER_TYPES), len(unknown)))
     if not names:
         raise ValueError("must be * (every type) or list at least one type")
     return frozenset(names)
@@ -388,7 +388,9 @@ def parse_ini(text, path="<config>", problems=None):
             continue
         separator = min((i for i in (raw.find("="), raw.find(":")) if i > 0), default=-1)
         if separator < 0:
-            problem(number, "expected 'key = value', got %r" % stripped)
+            # Not quoted: the line may be a secret whose '=' was forgotten.
+            problem(number, "expected 'key = value' (the line has no '=' or ':'; its text "
+                            "is not shown, it may hold a secret)")
             continue
         if current is None:
             problem(number, "key outside of any [section]")

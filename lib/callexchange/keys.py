@@ -189,18 +189,21 @@ def find_label(path, presented_key):
 
 def authenticate(keys_file, presented_key):
     """The label of the client sending `presented_key`, for an endpoint: raises the
-    ApiError the endpoints answer (400 control characters, 401 unknown, 500 bad file)."""
-    from callexchange.errors import ApiError
+    ApiError the endpoints answer (400 control characters or not text, 401 unknown,
+    ServerConfigError for a missing or bad keys file). Reads the keys file, writes
+    nothing: what a request may do before it is authenticated."""
+    from callexchange.errors import ApiError, ServerConfigError
     from callexchange.params import check_no_control
     check_no_control("api-key", presented_key)
     if not os.path.exists(keys_file):
-        # Every key would be "invalid": say what is really wrong, to the admin too.
-        raise ApiError(500, "Server configuration error: %s: keys file not found ([auth] "
-                            "keys_file; `callexchange keys add` creates it)" % keys_file)
+        # Every key would be "invalid": say what is really wrong, to the admin (only:
+        # the client learns that the server is misconfigured, and an error id).
+        raise ServerConfigError("%s: keys file not found ([auth] keys_file; `callexchange "
+                                "keys add` creates it)" % keys_file)
     try:
         label = find_label(keys_file, presented_key)
     except KeyFileError as error:
-        raise ApiError(500, "Server configuration error: %s" % error) from None
+        raise ServerConfigError(error) from None
     if label is None:
         raise ApiError(401, "Invalid api-key")
     return label

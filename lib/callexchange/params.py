@@ -37,10 +37,19 @@ def is_blank(value):
 
 
 def check_no_control(name, value):
-    """Refuse CR, LF and NUL: such a value could inject an AMI header or dialplan."""
+    """Refuse CR, LF and NUL: such a value could inject an AMI header or dialplan; and
+    what is no text at all (a lone UTF-16 surrogate, JSON's "\\ud800", or the bytes of a
+    header that is not UTF-8 as a CGI's environment holds them), which cannot be
+    encoded to reach Asterisk, a file or a digest."""
     if any(c in value for c in _CONTROL):
         raise ApiError(400, "Field %r must not contain CR, LF or NUL characters" % name,
                        field=name)
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "Field %r is not valid text (a lone surrogate or bytes "
+                                "that are not UTF-8)" % name, field=name) from None
     return value
 
 

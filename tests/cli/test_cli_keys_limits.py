@@ -124,4 +124,5 @@ def test_check_reports_a_bad_number_type_with_its_line(tmp_path):
     assert result.returncode == 1
     assert "%s:%d: [policy] allowed_types knows the types" % (
         config, len(config.read_text().splitlines())) in result.stdout
-    assert "got 'premium'" in result.stdout
+    assert "1 listed are none of them" in result.stdout
+    assert "premium\n" not in result.stdout   # the value itself is never quoted

@@ -57,9 +57,13 @@ def test_the_recordings_shim_answers_a_get(tmp_path):
 
 
 def test_a_shim_answers_json_even_when_the_config_is_missing(tmp_path):
-    headers, payload, _ = run_cgi("asteriskapi.pl", {
+    headers, payload, result = run_cgi("asteriskapi.pl", {
         "REQUEST_METHOD": "POST", "SCRIPT_NAME": "/api/v1/asteriskapi.pl",
         "CALLEXCHANGE_CONFIG": str(tmp_path / "nope.ini")}, b"{}")
 
     assert headers["Status"] == "500 Internal Server Error"
-    assert "config file not found" in json.loads(payload)["error"]
+    reply = json.loads(payload)
+    assert reply["error"] == "Server configuration error (error id %s)" % reply["error_id"]
+    # The detail is for the operator only: Apache's error.log, under the same id.
+    assert "%s: %s: config file not found" % (reply["error_id"], tmp_path / "nope.ini") \
+        in result.stderr.decode()

@@ -259,7 +259,7 @@ def test_asterisk_stopped_is_a_503_at_once_and_started_again_it_takes_calls():
         result, elapsed = timed(link.place_call, originate("6.2"))
         assert isinstance(result, ami.AmiUnavailable) and result.http_status == 503
         assert "Connection refused" in result.detail
-        assert not getattr(result, "originate_sent", False)
+        assert not isinstance(result, ami.OriginateUnconfirmed)
         assert elapsed < CONNECT_TIMEOUT
         with Sandbox(port=port, username=USER, secret=SECRET) as second:
             assert link.place_call(originate("6.3")) == {"msg_sent": None, "msg_error": None}
@@ -278,7 +278,8 @@ def test_a_reconnect_shares_one_deadline_with_the_call_it_is_made_for(sandbox):
         sandbox.inject("slow-originate=0.6")
         result, elapsed = timed(link.place_call, originate("7.2"))
     assert isinstance(result, ami.AmiUnavailable), result
-    assert "Originate" in result.detail and result.originate_sent
+    assert "Originate" in result.detail
+    assert isinstance(result, ami.OriginateUnconfirmed) and result.uniqueid == "7.2"
     assert elapsed <= BUDGET
 
 
@@ -302,7 +303,7 @@ def test_an_originate_answered_too_late_is_unconfirmed_and_its_reply_goes_to_no_
         link.place_call(originate("9.1"))
         sandbox.inject("slow-originate=1.3")
         result, elapsed = timed(link.place_call, originate("9.2"))
-        assert isinstance(result, ami.AmiUnavailable) and result.originate_sent
+        assert isinstance(result, ami.OriginateUnconfirmed) and result.uniqueid
         assert "did not answer in time" in result.detail
         assert TIMEOUT - 0.1 <= elapsed <= TIMEOUT + 0.3
         sandbox.clear_faults()
@@ -320,7 +321,7 @@ def test_a_request_deadline_bounds_a_call_on_a_link_that_is_up(sandbox):
         sandbox.inject("slow-originate=2")
         result, elapsed = timed(link.place_call, originate("10.2"),
                                 not_after=time.monotonic() + 0.3)
-    assert isinstance(result, ami.AmiUnavailable) and result.originate_sent
+    assert isinstance(result, ami.OriginateUnconfirmed) and result.uniqueid
     assert elapsed < 0.3 + 0.2
 
 
@@ -400,7 +401,7 @@ def test_a_frozen_asterisk_after_silence_is_a_503_that_sent_no_originate(frozen_
         finally:
             pbx.thaw()
         assert isinstance(result, ami.AmiUnavailable) and result.http_status == 503
-        assert not getattr(result, "originate_sent", False), result.detail
+        assert not isinstance(result, ami.OriginateUnconfirmed), result.detail
         assert elapsed <= BUDGET
         # Thawed, the PBX reads what the frozen connection got: the Ping, no Originate.
         pbx.wait_for(lambda: [a["action"] for a in pbx.actions()].count("Ping") >= 2)
@@ -418,7 +419,7 @@ def test_without_the_silence_check_a_frozen_asterisk_gets_the_originate_reported
             result, elapsed = timed(link.place_call, originate("12.2"))
         finally:
             pbx.thaw()
-    assert isinstance(result, ami.AmiUnavailable) and result.originate_sent
+    assert isinstance(result, ami.OriginateUnconfirmed) and result.uniqueid
     assert elapsed <= BUDGET
     # Which is why it is reported as "may have been placed": thawed, Asterisk runs it.
     pbx.wait_for(lambda: "12.2" in pbx.channel_ids())

@@ -11,7 +11,7 @@ import time
 from callexchange import keys, percent
 from callexchange.calls import ani, numbers, quota
 from callexchange.calls.replay import ReplayStore
-from callexchange.errors import ApiError, status_line
+from callexchange.errors import ApiError, CallMayBePlaced, ServerConfigError, report, status_line
 from callexchange.params import bool_field, is_blank, number_field, text_field
 from callexchange.statedir import StateDir
 
@@ -80,7 +80,9 @@ def error_reply(error, params):
     body = {"status": status_line(error.status), "icon": "error", "error": error.error,
             "message": failure_message(params)}
     # `uniqueid`: an Originate sent but not confirmed may ring; its webhooks carry this id.
-    body.update((k, v) for k, v in error.extra.items() if k in ("missing", "field", "uniqueid"))
+    # `error_id`: a server configuration error, whose detail is in the operator's log.
+    body.update((k, v) for k, v in error.extra.items()
+                if k in ("missing", "field", "uniqueid", "error_id"))
     return body
 
 
@@ -125,18 +127,26 @@ def issue_call(config, params, api_key, protect_double_click=True, not_after=Non
             raise ApiError(500, "Server error: cannot use the state dir %s ([state] dir): %s"
                            % (config.state.dir, error.strerror or error)) from None
     except ApiError as error:
-        return error.status, error_reply(error, params), bool(error.extra.get("maybe_placed"))
+        report(error, log)
+        return error.status, error_reply(error, params), isinstance(error, CallMayBePlaced)
 
 
-def _issue_call(config, params, api_key, protect_double_click, not_after, log, ami_client,
-                clock):
+def caller_label(config, params, api_key):
+    """The label of the key a call request comes with: 400 when the key, extension or
+    destination is missing, 401 for an unknown key (see `keys.authenticate`). Reads the
+    keys file and writes nothing: it runs before anything else of the request does."""
     missing = [name for name, value in (("api-key", api_key),
                                         ("extension", params.get("extension")),
                                         ("destination", params.get("destination")))
                if is_blank(value)]
     if missing:
         raise ApiError(400, MISSING_ERROR, missing=missing)
-    label = keys.authenticate(config.auth.keys_file, api_key)
+    return keys.authenticate(config.auth.keys_file, api_key)
+
+
+def _issue_call(config, params, api_key, protect_double_click, not_after, log, ami_client,
+                clock):
+    label = caller_label(config, params, api_key)
 
     extension = _check_extension(text_field(params, "extension"))
     destination = text_field(params, "destination")
@@ -145,9 +155,8 @@ def _issue_call(config, params, api_key, protect_double_click, not_after, log, a
     msg = _check_msg(text_field(params, "msg"))
     crm_id = _check_crm_id(text_field(params, "crm_id", max_chars=128))
     if not numbers.known_region(config.dial.default_region):
-        error = config.error("dial", "default_region",
-                             "%r is not a region phonenumbers knows" % config.dial.default_region)
-        raise ApiError(500, "Server configuration error: %s" % error)
+        raise ServerConfigError(config.error("dial", "default_region",
+                                             "is not a region phonenumbers knows"))
     try:
         number = numbers.analyze(destination, config.dial.default_region,
                                  carrier_cache_dir=StateDir(config.state.dir).numbers)
@@ -167,15 +176,15 @@ def _issue_call(config, params, api_key, protect_double_click, not_after, log, a
         status, body = place()
         return status, body, True
     store = ReplayStore(StateDir(config.state.dir).dedupe, config.dial.dedupe_seconds, clock)
-    with store.guard("%s\0%s\0%s" % (label, extension, number.dial_digits)) as guard:
+    with store.guard("%s\0%s\0%s" % (label, extension, number.dial_digits),
+                     not_after=not_after) as guard:
         if guard.previous is not None:
             status, body = guard.previous
             return status, body, False
         try:
             status, body = place()
-        except ApiError as error:
-            if error.extra.get("maybe_placed"):
-                guard.remember(error.status, error_reply(error, params))
+        except CallMayBePlaced as error:
+            guard.remember(error.status, error_reply(error, params))
             raise
         guard.remember(status, body)
     store.prune()
@@ -231,15 +240,15 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
     try:
         outcome = (ami_client or ami).place_call(config.ami, originate, message=message,
                                                  not_after=not_after)
+    except ami.OriginateUnconfirmed as error:
+        # The Originate left but Asterisk never confirmed it: the call may be ringing.
+        # Keep the caller ID's count, and let the reply be replayed to a retry.
+        log_call_failure(log, uniqueid, extension, number.dial_digits, "%d %s" % (
+            error.http_status, error.detail))
+        raise CallMayBePlaced(error.detail, error.uniqueid) from None
     except ami.AmiError as error:
         log_call_failure(log, uniqueid, extension, number.dial_digits, "%d %s" % (
             error.http_status, error.detail))
-        if getattr(error, "originate_sent", False):
-            # The Originate left but Asterisk never confirmed it: the call may be ringing.
-            # Keep the caller ID's count, and let the reply be replayed to a retry.
-            raise ApiError(error.http_status, error.detail + "; the Originate was sent but "
-                           "not confirmed, so the call may have been placed",
-                           maybe_placed=True, uniqueid=uniqueid) from None
         ledger.release(caller_id)
         raise ApiError(error.http_status, error.detail) from None
     except ValueError as error:  # refused by the AMI encoder: never reached Asterisk

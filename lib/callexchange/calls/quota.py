@@ -228,6 +228,8 @@ class Admission:
         return self.slot
 
     def __exit__(self, kind, error, traceback):
-        if kind is not None and not getattr(error, "extra", {}).get("maybe_placed"):
+        from callexchange.errors import CallMayBePlaced
+        # A call that may be ringing keeps its slot, as it keeps its caller-ID count.
+        if kind is not None and not isinstance(error, CallMayBePlaced):
             self.quota.release(self.slot)
         return False

@@ -12,7 +12,7 @@ import json
 import time
 
 from callexchange.config import ConfigError, load_config
-from callexchange.errors import ApiError, status_line
+from callexchange.errors import ApiError, ServerConfigError, report, status_line
 from callexchange.http.body import parse_body, parse_query, read_body
 from callexchange.http.jsonrpc import handle_jsonrpc, is_jsonrpc, jsonrpc_error
 from callexchange.http.reply import Reply
@@ -27,7 +27,8 @@ RECORDING_PATHS = ("/recorded/v1/find_phone_files.pl", "/recorded/v1/find_phone_
 
 def create_app(config_path=None, config=None, ami_client=None, clock=time.time):
     """The WSGI callable. A broken config does not stop it: every request then gets a
-    500 JSON reply naming the file, line and problem. `ami_client`: how calls reach
+    500 JSON reply saying only "Server configuration error" and an error id, under which
+    the file, line and key are written to wsgi.errors (Apache's error.log). `ami_client`: how calls reach
     Asterisk; None is a fresh AMI session per call (CGI), the persistent mode passes its
     process's `pbx.persistent.PersistentAmi`. `clock`: the wall clock of the double-click
     window (tests move one by hand)."""
@@ -51,6 +52,7 @@ class Application:
         try:
             reply = self.dispatch(environ)
         except ApiError as error:
+            report(error, environ["wsgi.errors"].write)
             reply = Reply(error.status, render_error(environ, error))
         except Exception:  # the last line of defence: log it, answer JSON
             import traceback
@@ -92,8 +94,9 @@ class Application:
         # Read first, so that even a config error's reply can say who was to be called.
         body = environ[BODY_KEY] = read_body(environ)
         if self.config_error is not None:
-            environ["wsgi.errors"].write("callexchange: %s\n" % self.config_error)
-            raise ApiError(500, "Server configuration error: %s" % self.config_error)
+            # No key can be checked: the caller learns only this and an error id; the
+            # file, line and key are in error.log under that id.
+            raise ServerConfigError(self.config_error)
         query_string = environ.get("QUERY_STRING", "")
         query = parse_query(query_string) if query_string else {}
         if any(name.strip().lower() in ("api-key", "api_key") for name in query):
@@ -104,43 +107,72 @@ class Application:
     # --- asteriskapi.pl ---
 
     def call_endpoint(self, environ, method, query, body):
-        from callexchange.calls.endpoint import error_reply, issue_call
+        from callexchange.calls.endpoint import caller_label, error_reply, issue_call
 
         header_key = environ.get("HTTP_API_KEY")
         idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
-        # SPEC §4.6: the whole request, a batch of calls included, is answered within
+        log = environ["wsgi.errors"].write
+        # The whole request, a batch of calls included, is answered within
         # connect_timeout + timeout; a call that finds no time left is a 503.
         not_after = time.monotonic() + self.config.ami.connect_timeout + self.config.ami.timeout
 
         def one_call(params, protect):
             return issue_call(self.config, params, api_key_from(params, header_key), protect,
-                              not_after, log=environ["wsgi.errors"].write,
-                              ami_client=self.ami_client, clock=self.clock)
+                              not_after, log=log, ami_client=self.ami_client,
+                              clock=self.clock)
 
-        def handle():
-            try:
-                payload = parse_body(body, environ.get("CONTENT_TYPE", ""))
-            except ApiError as error:
-                if error.extra.get("jsonrpc_parse_error"):
-                    return Reply(200, jsonrpc_error(None, -32700, "Parse error: " + error.error)), False
-                return Reply(error.status, error_reply(error, {})), False
-            if not payload and method == "POST" and query:
-                payload = query
-            if is_jsonrpc(payload):
+        try:
+            payload = parse_body(body, environ.get("CONTENT_TYPE", ""))
+        except ApiError as error:
+            if error.extra.get("jsonrpc_parse_error"):
+                return Reply(200, jsonrpc_error(None, -32700, "Parse error: " + error.error))
+            return Reply(error.status, error_reply(error, {}))
+        if not payload and method == "POST" and query:
+            payload = query
+        if is_jsonrpc(payload):
+            def handle():
                 return handle_jsonrpc(payload, {"originate": one_call, "call": one_call},
                                       idempotency_key is None, error_reply)
+            # Every entry's key is checked before any file is touched; the entries whose
+            # key is not valid get their 400/401 in the batch's reply.
+            labels = self._jsonrpc_labels(payload, header_key)
+        else:
             try:
                 params = normalize_names(payload)
             except ApiError as error:
-                return Reply(error.status, error_reply(error, {})), False
-            status, reply_body, placed = one_call(params, idempotency_key is None)
-            return Reply(status, reply_body), placed
+                return Reply(error.status, error_reply(error, {}))
+            try:
+                # Nothing before authentication: no lock, no file, no directory.
+                labels = [caller_label(self.config, params, api_key_from(params, header_key))]
+            except ApiError as error:
+                report(error, log)
+                return Reply(error.status, error_reply(error, params))
 
-        if idempotency_key is None:
+            def handle():
+                status, reply_body, placed = one_call(params, idempotency_key is None)
+                return Reply(status, reply_body), placed
+
+        if idempotency_key is None or not labels:
             return handle()[0]
         from callexchange.http.idempotency import replay_or_handle
-        return replay_or_handle(self.config.state.dir, idempotency_key, header_key, body,
-                                environ.get("CONTENT_TYPE", ""), handle)
+        return replay_or_handle(self.config.state.dir, idempotency_key, labels, body,
+                                environ.get("CONTENT_TYPE", ""), handle, not_after)
+
+    def _jsonrpc_labels(self, payload, header_key):
+        """The labels of the valid keys of a JSON-RPC request or batch's call entries
+        (each checked; none that fails is counted), sorted, once each."""
+        from callexchange.calls.endpoint import caller_label
+        labels = set()
+        for entry in payload if isinstance(payload, list) else [payload]:
+            params = entry.get("params", {}) if isinstance(entry, dict) else None
+            if not isinstance(params, dict):
+                continue
+            try:
+                params = normalize_names(params)
+                labels.add(caller_label(self.config, params, api_key_from(params, header_key)))
+            except ApiError:
+                continue    # answered by its entry's own error
+        return sorted(labels)
 
     # --- find_phone_files.pl (issue 3) ---
 
@@ -151,7 +183,8 @@ class Application:
 
         def one_lookup(params, protect):
             status, reply_body = find_phone_files(self.config, params,
-                                                  api_key_from(params, header_key))
+                                                  api_key_from(params, header_key),
+                                                  log=environ["wsgi.errors"].write)
             return status, reply_body, False
 
         try:
@@ -182,7 +215,8 @@ def render_error(environ, error):
             environ.get("SCRIPT_NAME", "").endswith(CALL_PATHS):
         from callexchange.calls.endpoint import error_reply
         return error_reply(error, _params_for_message(environ))
-    return {"status": status_line(error.status), "icon": "error", "error": error.error}
+    from callexchange.recordings.lookup import error_reply
+    return error_reply(error)
 
 
 def _params_for_message(environ):

@@ -1,5 +1,11 @@
 """Idempotency-Key: a repeated key within 24 hours gets the first reply, and no second
-call is placed. What makes two requests "the same" is their parameters."""
+call is placed. What makes two requests "the same" is their parameters.
+
+A key is scoped per API key (the label of the key that authenticated the request, sent
+in the header or the body alike): two clients never share one, and only an
+authenticated request reaches this module, so a stranger can neither make a lock file
+nor learn whether a key was used. A twin finding the key still in flight at its own
+deadline is answered 409."""
 
 import json
 
@@ -28,18 +34,23 @@ def request_fingerprint(body, content_type):
     return sha256(text.encode("utf-8")).hexdigest()
 
 
-def replay_or_handle(state_dir, idempotency_key, header_key, body, content_type, handle):
+def replay_or_handle(state_dir, idempotency_key, labels, body, content_type, handle,
+                     not_after=None):
     """Replay the first reply for a repeated Idempotency-Key (24 hours), else run
-    `handle()` -> (Reply, placed) and remember its reply when a call was placed."""
+    `handle()` -> (Reply, placed) and remember its reply when a call was placed.
+    `labels`: the labels of the authenticated keys of the request (one; a JSON-RPC
+    batch may carry several), its scope. `not_after` (a time.monotonic()): a twin still
+    waiting for the key then gets calls.replay.StillInFlight (409)."""
     from callexchange.calls.replay import ReplayStore
 
     if not 1 <= len(idempotency_key) <= 255 or not all(32 < ord(c) < 127 for c in idempotency_key):
         raise ApiError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters "
                             "without spaces")
     store = ReplayStore(StateDir(state_dir).idempotency, 24 * 3600)
-    scope = sha256((header_key or "").encode("utf-8")).hexdigest()
+    scope = sha256("\0".join(labels).encode("utf-8")).hexdigest()
     fingerprint = request_fingerprint(body, content_type)
-    with store.guard(scope + "\0" + idempotency_key, fingerprint) as guard:
+    # (calls.replay.StillInFlight, a 409, when the key is still in flight at not_after)
+    with store.guard(scope + "\0" + idempotency_key, fingerprint, not_after) as guard:
         if guard.mismatch:
             raise ApiError(422, "This Idempotency-Key was already used with a different "
                                 "request body")

@@ -14,7 +14,7 @@ unknown api-key, 403 missing, wrong or expired token or a symlink, 404 no such f
 405 other methods.
 """
 
-from callexchange.errors import ApiError, status_line
+from callexchange.errors import ApiError, ServerConfigError, report, status_line
 from callexchange.http.reply import Reply
 
 PREFIX = "/wav-files/"
@@ -35,6 +35,8 @@ class FileReply(Reply):
 def error_reply(error):
     body = {"status": status_line(error.status), "icon": "error", "error": error.error,
             "message": MESSAGE}
+    if error.extra.get("error_id"):
+        body["error_id"] = error.extra["error_id"]
     headers = list(error.extra.get("headers", ()))
     return Reply(error.status, body, headers)
 
@@ -44,6 +46,7 @@ def serve(config, config_error, environ):
     try:
         return _serve(config, config_error, environ)
     except ApiError as error:
+        report(error, environ["wsgi.errors"].write)
         return error_reply(error)
 
 
@@ -53,8 +56,7 @@ def _serve(config, config_error, environ):
         raise ApiError(405, "Method %s not allowed; use GET or HEAD" % method,
                        headers=[("Allow", "GET, HEAD")])
     if config_error is not None:
-        environ["wsgi.errors"].write("callexchange: %s\n" % config_error)
-        raise ApiError(500, "Server configuration error")
+        raise ServerConfigError(config_error)
     relative = recording_path(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
     authorize(config, environ, relative)
     full = regular_file(config.recordings.root, relative)
@@ -117,8 +119,8 @@ def authorize(config, environ, relative):
     except access.TokenError as error:
         raise ApiError(403, str(error)) from None
     except OSError as error:
-        environ["wsgi.errors"].write("callexchange: recordings URL key: %s\n" % error)
-        raise ApiError(500, "Server configuration error") from None
+        raise ServerConfigError("cannot read the recordings URL key in [state] dir %s: %s"
+                                % (config.state.dir, error.strerror or error)) from None
 
 
 def _token_params(query):

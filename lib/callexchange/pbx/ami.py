@@ -61,6 +61,18 @@ class AmiUnavailable(AmiError):
     error_id = "ami-unavailable"
 
 
+class OriginateUnconfirmed(AmiUnavailable):
+    """The Originate was written but Asterisk never confirmed it (time-out, lost
+    connection): the call may be ringing (HTTP 503). `uniqueid` is the call's ChannelId,
+    which its webhooks will carry if it does ring."""
+
+    error_id = "originate-unconfirmed"
+
+    def __init__(self, detail, uniqueid):
+        super().__init__(detail)
+        self.uniqueid = uniqueid
+
+
 class AmiRejected(AmiError):
     """Asterisk answered, and refused: login refused or `Response: Error` (HTTP 502)."""
 
@@ -346,7 +358,8 @@ class AmiSession:
 
 def _reason(error):
     """A short text for an OSError, e.g. 'Connection refused'."""
-    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+    strerror = error.strerror if isinstance(error, OSError) else None
+    return strerror or str(error) or type(error).__name__
 
 
 def check_variable(name, value):
@@ -491,9 +504,9 @@ def place_call(ami_settings, originate_kwargs, message=None, not_after=None):
     Returns {"msg_sent": True | False | None, "msg_error": None | text} (msg_sent None:
     no message asked; msg_error: why it was not sent). Once the Originate has been
     accepted, a failing or timed-out MessageSend only gives msg_sent False: the call is
-    placed. Raises AmiUnavailable / AmiRejected when the call could not be placed (or, on
-    timeout after sending the Originate, may have been), ValueError on invalid input
-    before connecting.
+    placed. Raises AmiUnavailable / AmiRejected when the call could not be placed,
+    OriginateUnconfirmed (an AmiUnavailable) when the Originate was sent and never
+    confirmed, so it may have been; ValueError on invalid input before connecting.
 
     (`pbx.persistent.PersistentAmi.place_call` is the same exchange over one long-lived
     connection.)
@@ -526,8 +539,7 @@ def originate_call(session, fields, text=None):
     except AmiUnavailable as error:
         # Written but never confirmed: the call may be ringing. The caller must not
         # treat this as "not placed" (no retry that could dial the lead twice).
-        error.originate_sent = True
-        raise
+        raise OriginateUnconfirmed(error.detail, dict(fields).get("ChannelId")) from None
     msg_sent, msg_error = None, None
     if text is not None:
         try:

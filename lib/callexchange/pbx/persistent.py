@@ -25,7 +25,7 @@ on it:
 * a reply that does not come in time retires the connection: nothing new is written on
   it, the requests still waiting on it keep their chance, the next request connects
   afresh. An Originate written and never confirmed is reported as such
-  (`originate_sent`, as `pbx.ami.place_call` reports it): the call may be ringing.
+  (`ami.OriginateUnconfirmed`, as `pbx.ami.place_call` raises it): the call may be ringing.
 
 `PersistentAmi` is what the WSGI application gets in persistent mode: the process's link
 for the `[ami]` settings in force (a config edit brings a new one), with `place_call` and
@@ -474,7 +474,8 @@ class PersistentAmi:
 
 
 def _reason(error):
-    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+    strerror = error.strerror if isinstance(error, OSError) else None
+    return strerror or str(error) or type(error).__name__
 
 
 def _wait_for(sock, events, deadline):

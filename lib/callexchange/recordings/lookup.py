@@ -6,7 +6,7 @@ through the index (`recordings.index`, never walked per request) and `recordings
 (durations). Errors are rendered into the legacy shape here, in `error_reply`.
 """
 
-from callexchange.errors import ApiError, status_line
+from callexchange.errors import ApiError, ServerConfigError, report, status_line
 from callexchange.params import check_no_control, is_blank, text_field
 from callexchange.statedir import StateDir
 from callexchange.recordings.names import (DIGITS, PHONE_MAX, PHONE_MIN, is_uniqueid,
@@ -113,13 +113,17 @@ def recording_entry(base_url, day, name, time_text, duration, uniqueid, sign=Non
 def error_reply(error, params=None):
     """The legacy error object of find_phone_files.pl (plus `field` where one was wrong)."""
     body = {"status": status_line(error.status), "icon": "error", "error": error.error}
-    if error.extra.get("field"):
-        body["field"] = error.extra["field"]
+    for name in ("field", "error_id"):
+        if error.extra.get(name):
+            body[name] = error.extra[name]
     return body
 
 
-def find_phone_files(config, params, api_key):
-    """The endpoint for one request object (names normalised). Returns (status, body)."""
+def find_phone_files(config, params, api_key, log=None):
+    """The endpoint for one request object (names normalised). Returns (status, body).
+    The key is checked before anything else: an unauthenticated request reads the keys
+    file, nothing more. `log(text)`: the operator's log (a server configuration error's
+    detail, under the id the reply gives)."""
     try:
         if is_blank(api_key) or is_blank(params.get("phone")):
             raise ApiError(400, MISSING_ERROR)
@@ -127,6 +131,7 @@ def find_phone_files(config, params, api_key):
         keys.authenticate(config.auth.keys_file, api_key)
         return 200, lookup(config, read_query(params))
     except ApiError as error:
+        report(error, log)
         return error.status, error_reply(error)
 
 
@@ -201,9 +206,8 @@ def _url_signer(config):
     try:
         key = access.url_key(config.state.dir)
     except OSError as error:
-        raise ApiError(500, "Server configuration error: cannot read or make the recordings "
-                            "URL key in [state] dir %s: %s" % (config.state.dir,
-                                                               error.strerror or error))
+        raise ServerConfigError("cannot read or make the recordings URL key in [state] dir "
+                                "%s: %s" % (config.state.dir, error.strerror or error)) from None
     now, ttl = time.time(), config.recordings.url_ttl
     return lambda path: access.signed_query(key, path, now, ttl)
 

@@ -36,10 +36,21 @@ def _discard_unanswered_recording(session, variables, root):
              % (path, error.strerror or error))
 
 
+class CallReadInterrupted(Exception):
+    """Asterisk went away while the call's variables were read: `variables` holds what
+    was read before (enough to send the event if the call's id is among it), `cause`
+    the agi.AgiError."""
+
+    def __init__(self, variables, cause):
+        super().__init__(str(cause))
+        self.variables = variables
+        self.cause = cause
+
+
 def read_call(session, event):
     """The channel variables the `event` needs, over an AgiSession: one GET FULL VARIABLE
     of their names (a GET VARIABLE each if that fails), plus CDR(billsec) when needed.
-    Raises agi.AgiError; what was read before the error is in the exception's `partial`."""
+    Raises CallReadInterrupted (with what was read before) on an agi.AgiError."""
     from callexchange.pbx.agi import AgiError
 
     variables = {}
@@ -50,8 +61,7 @@ def read_call(session, event):
                 and not variables.get("ANSWEREDTIME")):
             variables["CDR(billsec)"] = session.get_variable("CDR(billsec)")
     except AgiError as error:
-        error.partial = variables
-        raise
+        raise CallReadInterrupted(variables, error) from error
     return variables
 
 
@@ -88,11 +98,11 @@ def _hook(argv, read_fd, write_fd, environ):
     try:
         environment = session.read_environment()
         variables = read_call(session, event)
-    except AgiError as error:
+    except (AgiError, CallReadInterrupted) as error:
         # Asterisk went away mid-way: send what we have if we know whose call it is.
         _log(None, "AGI: %s" % error)
         session = None
-        variables = getattr(error, "partial", {})
+        variables = error.variables if isinstance(error, CallReadInterrupted) else {}
     uniqueid = variables.get("CX_UNIQUEID") or environment.get("agi_uniqueid", "")
     if not uniqueid:
         _log(session, "no CX_UNIQUEID on this channel; no %s webhook" % event)
