@@ -19,8 +19,9 @@ from callexchange.statedir import StateDir
 
 def request_fingerprint(body, content_type):
     """What makes two requests "the same" for an Idempotency-Key: the parameters, not the
-    bytes. Key order, spacing, name case and JSON-RPC ids (client libraries count them
-    up on every retry) do not count; a body that does not parse is its bytes."""
+    bytes. Key order, spacing, name case, JSON-RPC ids (client libraries count them
+    up on every retry) and where the API key was sent do not count; a body that does not
+    parse is its bytes."""
     try:
         payload = parse_body(body, content_type)
         if isinstance(payload, dict):
@@ -34,6 +35,17 @@ def request_fingerprint(body, content_type):
     return sha256(text.encode("utf-8")).hexdigest()
 
 
+def idempotency_store(state_dir):
+    """The ReplayStore of Idempotency-Keys under `state_dir` (24 hours)."""
+    from callexchange.calls.replay import ReplayStore
+    return ReplayStore(StateDir(state_dir).idempotency, 24 * 3600)
+
+
+def scoped_key(labels, idempotency_key):
+    """The store's key for `idempotency_key` sent with the keys labelled `labels`."""
+    return sha256("\0".join(labels).encode("utf-8")).hexdigest() + "\0" + idempotency_key
+
+
 def replay_or_handle(state_dir, idempotency_key, labels, body, content_type, handle,
                      not_after=None):
     """Replay the first reply for a repeated Idempotency-Key (24 hours), else run
@@ -41,16 +53,13 @@ def replay_or_handle(state_dir, idempotency_key, labels, body, content_type, han
     `labels`: the labels of the authenticated keys of the request (one; a JSON-RPC
     batch may carry several), its scope. `not_after` (a time.monotonic()): a twin still
     waiting for the key then gets calls.replay.StillInFlight (409)."""
-    from callexchange.calls.replay import ReplayStore
-
     if not 1 <= len(idempotency_key) <= 255 or not all(32 < ord(c) < 127 for c in idempotency_key):
         raise ApiError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters "
                             "without spaces")
-    store = ReplayStore(StateDir(state_dir).idempotency, 24 * 3600)
-    scope = sha256("\0".join(labels).encode("utf-8")).hexdigest()
+    store = idempotency_store(state_dir)
     fingerprint = request_fingerprint(body, content_type)
     # (calls.replay.StillInFlight, a 409, when the key is still in flight at not_after)
-    with store.guard(scope + "\0" + idempotency_key, fingerprint, not_after) as guard:
+    with store.guard(scoped_key(labels, idempotency_key), fingerprint, not_after) as guard:
         if guard.mismatch:
             raise ApiError(422, "This Idempotency-Key was already used with a different "
                                 "request body")
@@ -82,9 +91,17 @@ def with_request_ids(reply_body, body, content_type):
 
 
 def _canonical(payload):
-    payload = normalize_names(payload)
+    payload = _without_key(normalize_names(payload))
     if "jsonrpc" in payload:
         payload.pop("id", None)
         if isinstance(payload.get("params"), dict):
-            payload["params"] = normalize_names(payload["params"])
+            payload["params"] = _without_key(normalize_names(payload["params"]))
     return payload
+
+
+def _without_key(params):
+    """The parameters less the API key: it is the scope (header or body alike), not a
+    parameter of the call."""
+    for name in ("api-key", "api_key"):
+        params.pop(name, None)
+    return params
