@@ -95,6 +95,8 @@ dir = {base}/state
 """
 
 Target = collections.namedtuple("Target", "name apache path places_call")
+# --profile-daemon: the persistent mode under cProfile (bench/baseline/profiled.wsgi).
+PROFILED = Target("profiled", "wsgi", "/bench/profiled" + CALL_PATH, True)
 TARGETS = (
     Target("perl-baseline", "cgi", "/bench/asteriskapi-baseline.pl", True),
     Target("cgi", "cgi", CALL_PATH, True),
@@ -123,6 +125,16 @@ WSGIScriptAlias /bench/floor "{scripts}/floor.wsgi" process-group=bench-floor ap
     AllowOverride None
     Require all granted
 </Directory>
+"""
+
+PROFILED_EXTRA = """\
+# Benchmark-only: the gateway under cProfile, in the gateway's own daemon processes.
+WSGIScriptAlias /bench/profiled "{scripts}/profiled.wsgi" process-group=callexchange application-group=%{{GLOBAL}}
+<Location "/bench/profiled">
+    SetEnv CALLEXCHANGE_CONFIG "{config}"
+    SetEnv CALLEXCHANGE_BENCH_APP "{prefix}/apache/callexchange.wsgi"
+    SetEnv CALLEXCHANGE_BENCH_PROFILE "{profile_dir}"
+</Location>
 """
 
 
@@ -178,6 +190,10 @@ def parse_args(argv):
                              "Originates only")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 run at c=1 and 8, 1 s each")
+    parser.add_argument("--profile-daemon", metavar="DIR",
+                        help="also time the persistent mode under cProfile in its daemon "
+                             "processes (target `profiled`), write the merged statistics "
+                             "to DIR/daemon.pstats and print the top functions")
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     args = parser.parse_args(argv)
     if args.quick:
@@ -185,6 +201,8 @@ def parse_args(argv):
     args.levels = [int(c) for c in args.levels.split(",") if c.strip()]
     wanted = set(args.targets.split(","))
     args.targets = [t for t in TARGETS if t.name in wanted]
+    if args.profile_daemon:
+        args.targets.append(PROFILED)
     return args
 
 
@@ -376,8 +394,10 @@ def daemon_shape(site_conf):
 class Bench:
     """Config, keys, state, the sandbox and both Apaches under one shared temp dir."""
 
-    def __init__(self, base, sandbox_class=CountingSandbox, play_calls=False):
+    def __init__(self, base, sandbox_class=CountingSandbox, play_calls=False,
+                 profile_dir=None):
         self.base = base
+        self.profile_dir = profile_dir
         (base / "recordings").mkdir()
         (base / "recordings").chmod(0o755)
         self.state = apache_server.writable_dir(base / "state")
@@ -415,6 +435,10 @@ class Bench:
             processes, threads = daemon_shape(probe)
             extra = WSGI_EXTRA.format(scripts=self.scripts, processes=processes,
                                       threads=threads)
+            if self.profile_dir:
+                extra += PROFILED_EXTRA.format(scripts=self.scripts, config=self.config,
+                                               prefix=self.prefix,
+                                               profile_dir=self.profile_dir)
         apache = apache_server.ApacheServer(
             self.base, self.config, self.base / "recordings", mode=mode, prefix=self.prefix,
             venv=self.venv, extra_conf=extra, state_dir=self.state,
@@ -459,7 +483,10 @@ def main(argv=None):
     bench = None
     cells, runs_load = [], []
     try:
-        bench = Bench(base, play_calls=args.play_calls)
+        profile_dir = None
+        if args.profile_daemon:
+            profile_dir = apache_server.writable_dir(base / "profile")
+        bench = Bench(base, play_calls=args.play_calls, profile_dir=profile_dir)
         for mode in sorted({t.apache for t in args.targets}):
             bench.start_apache(mode)
         bench.check_targets(args.targets)
@@ -484,9 +511,12 @@ def main(argv=None):
         settle(bench.sandbox)
         ledger = {"counts": bench.ledger_total() - ledger_before,
                   "calls": sum(c["originates"] + c["warmup_originates"] for c in cells
-                               if c["target"] in ("cgi", "persistent"))}
+                               if c["target"] in ("cgi", "persistent", "profiled"))}
         memory = measure_memory(bench, args.targets)
     finally:
+        if bench is not None and bench.profile_dir:
+            # Each daemon thread's dump of its last whole DUMP_EVERY requests.
+            report_profile(bench.profile_dir, Path(args.profile_daemon))
         if bench is not None:
             bench.close()
         shutil.rmtree(base, ignore_errors=True)
@@ -494,6 +524,29 @@ def main(argv=None):
     report(summary, memory, runs_load, ledger, args)
     finish(args, cells, summary, memory, runs_load, ledger)
     return 0
+
+
+def report_profile(profile_dir, destination):
+    """Merge the daemon threads' cProfile dumps into destination/daemon.pstats and print
+    the functions that took the most time, cumulative and own."""
+    import io
+    import pstats
+
+    dumps = sorted(Path(profile_dir).glob("daemon-*.pstats"))
+    if not dumps:
+        print("profile: the daemons wrote no statistics to %s" % profile_dir)
+        return
+    destination.mkdir(parents=True, exist_ok=True)
+    stats = pstats.Stats(*[str(p) for p in dumps], stream=io.StringIO())
+    stats.dump_stats(str(destination / "daemon.pstats"))
+    for order, count in (("cumulative", 40), ("tottime", 25)):
+        out = io.StringIO()
+        stats.stream = out
+        stats.sort_stats(order).print_stats(count)
+        print("\n--- daemon profile (%d thread dumps), by %s ---" % (len(dumps), order))
+        print("\n".join(line for line in out.getvalue().splitlines()
+                        if line.strip() and not line.startswith(("   Ordered", "   List"))))
+    print("profile: %s" % (destination / "daemon.pstats"))
 
 
 def print_cell(stats):

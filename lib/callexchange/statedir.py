@@ -79,6 +79,26 @@ def give(path, owner):
         os.chown(path, *owner)
 
 
+def locked(directory, name="usage.lock"):
+    """An fd holding an exclusive flock on `directory`/`name` (both made when missing);
+    closing it releases the lock. The directory is made only when the open finds it
+    missing: a makedirs per call cost a mkdir and a stat on every request."""
+    import fcntl
+
+    path = os.path.join(directory, name)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def fsync_directory(path):
     """Make a rename or a new file in `path` durable."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

@@ -189,3 +189,48 @@ def test_a_region_without_a_pool_uses_its_calling_codes_main_region():
     settings = SimpleNamespace(default=("12125550100",), pools={"GB": ("442071234567",)})
     assert candidates_for(settings, "GG", "GB") == ("442071234567",)
     assert candidates_for(settings, "GG", None) == ("12125550100",)
+
+
+def test_threads_asking_at_once_share_one_write_and_one_sync(tmp_path, monkeypatch):
+    """The persistent mode's threads: while one waits for the flock (held here, as
+    another process would), the others queue; one batch is then counted, in order, with
+    one fdatasync, before any of them returns."""
+    import fcntl
+    import threading
+
+    ledger = AniLedger(str(tmp_path))
+    ledger.reserve(POOL, frozenset(), 10 ** 6)            # the record exists: in place
+    synced = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+    holder = os.open(os.path.join(ledger.directory, "usage.lock"), os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        AniLedger(str(tmp_path)).reserve(POOL, frozenset(), 10 ** 6))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    from callexchange.calls import ani
+    committer = ani._committer(ledger.directory)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with committer.changed:
+            if len(committer.queue) == 8:
+                break
+    assert results == [] and len(committer.queue) == 8    # nobody returned before the sync
+    os.close(holder)                                       # the other process is done
+    for thread in threads:
+        thread.join(10)
+    assert len(results) == 8 and len(synced) == 1
+    assert sorted(ledger.usage().values()) == [3, 3, 3]
+    assert sorted(number for number, _ in results) == sorted(POOL * 3)[1:]
+
+
+def test_a_batch_that_cannot_be_written_fails_every_call_in_it(tmp_path):
+    ledger = AniLedger(str(tmp_path / "file"))
+    (tmp_path / "file").write_text("a file where the state dir should be")
+    with pytest.raises(OSError):
+        ledger.reserve(POOL, frozenset(), 10 ** 6)
+    # The next caller is not stuck behind the failed one.
+    with pytest.raises(OSError):
+        ledger.reserve(POOL, frozenset(), 10 ** 6)

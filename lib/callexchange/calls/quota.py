@@ -23,13 +23,12 @@ calls ~0.2-3 ms each and serialise them (docs/decisions.md). They stay exact (th
 and survive any crash of the gateway; a power loss may forget the last seconds of them.
 """
 
-import fcntl
 import json
 import os
 import time
 
 from callexchange.calls import policy
-from callexchange.statedir import StateDir, owner_for, read_record, write_record
+from callexchange.statedir import StateDir, locked, owner_for, read_record, write_record
 
 KEEP_DAYS = 2   # today, and yesterday for a slot given back just after midnight
 
@@ -80,10 +79,7 @@ class CallQuota:
         return time.strftime("%Y-%m-%d", time.localtime(now))
 
     def _locked(self):
-        os.makedirs(self.directory, exist_ok=True)
-        fd = os.open(os.path.join(self.directory, "usage.lock"), os.O_RDWR | os.O_CREAT, 0o660)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd
+        return locked(self.directory)
 
     def _read(self):
         try:
