@@ -12,6 +12,8 @@ Layout::
     quota/             per-key call counts (today's, the last minute's)     calls.quota
     recordings-index/  the index of the recordings archive                  recordings.index
     webhooks/          the webhook spool (Asterisk's user writes it)        webhooks.spool
+    webhooks/hangups/  one empty file per call whose hangup the hook saw   webhooks.hook
+                       (named by its uniqueid), read by the duplicate rule  calls.duplicates
 
 Ownership: the gateway runs as two users (the web server's, and Asterisk's for the hook)
 and the admin runs `callexchange` as root. What root creates in a directory that belongs
@@ -48,6 +50,22 @@ class StateDir:
     quota = property(lambda self: self._part("quota"))
     recordings_index = property(lambda self: self._part("recordings-index"))
     webhooks = property(lambda self: self._part("webhooks"))
+    # In the spool: the only place Asterisk's user (the hook) may write.
+    hangups = property(lambda self: os.path.join(self._part("webhooks"), "hangups"))
+
+    def hangup_mark(self, uniqueid):
+        """The path of call `uniqueid`'s hangup mark, or None for an id that is not one
+        of ours (digits and dots only: it becomes a file name).
+
+        >>> StateDir("/var/lib/callexchange").hangup_mark("1720039056.22191")
+        '/var/lib/callexchange/webhooks/hangups/1720039056.22191'
+        >>> StateDir("/s").hangup_mark("../keys") is None
+        True
+        """
+        if (not uniqueid or len(uniqueid) > 64 or uniqueid.startswith(".")
+                or not all(c in "0123456789." for c in uniqueid)):
+            return None
+        return os.path.join(self.hangups, uniqueid)
 
 
 def owner_for(directory):

@@ -1,7 +1,7 @@
 """Issue a call (asteriskapi.pl): validate, choose the caller ID, originate, reply.
 
 `issue_call` is the whole endpoint for one request object (a plain body or one JSON-RPC
-entry): it returns (status, legacy reply body, placed). Errors are rendered here, at the
+entry): it returns (status, legacy reply body, placed, replayed). Errors are rendered here, at the
 edge, into the legacy shape with its `message: We fail on making a call...` line.
 """
 
@@ -9,7 +9,7 @@ import os
 import time
 
 from callexchange import keys, percent
-from callexchange.calls import ani, numbers, quota
+from callexchange.calls import ani, duplicates, numbers, quota
 from callexchange.calls.replay import ReplayStore
 from callexchange.errors import ApiError, CallMayBePlaced, ServerConfigError, report, status_line
 from callexchange.params import bool_field, is_blank, number_field, text_field
@@ -112,7 +112,9 @@ def _check_crm_id(value):
 def issue_call(config, params, api_key, protect_double_click=True, not_after=None,
                log=None, ami_client=None, clock=time.time):
     """Place one call for `params` (names already normalised). Returns (status, body,
-    placed); `placed` is also True when Asterisk may have placed it without confirming.
+    placed, replayed); `placed` is also True when Asterisk may have placed it without
+    confirming; `replayed`: the request was a duplicate (calls.duplicates), answered with
+    the first call's reply, and dialled nothing.
     `not_after`: the time.monotonic() by which the whole HTTP request must be answered.
     `log(text)`: where a PBX-side failure (502, 503, a failed MessageSend) is written
     for the operator, one line each (Apache's error.log: the WSGI `wsgi.errors`).
@@ -128,7 +130,8 @@ def issue_call(config, params, api_key, protect_double_click=True, not_after=Non
                            % (config.state.dir, error.strerror or error)) from None
     except ApiError as error:
         report(error, log)
-        return error.status, error_reply(error, params), isinstance(error, CallMayBePlaced)
+        return (error.status, error_reply(error, params), isinstance(error, CallMayBePlaced),
+                False)
 
 
 def caller_label(config, params, api_key):
@@ -174,21 +177,31 @@ def _issue_call(config, params, api_key, protect_double_click, not_after, log, a
 
     if not protect_double_click or config.dial.dedupe_seconds <= 0:
         status, body = place()
-        return status, body, True
-    store = ReplayStore(StateDir(config.state.dir).dedupe, config.dial.dedupe_seconds, clock)
+        return status, body, True, False
+    # The one duplicate rule (calls.duplicates): a repeat of this call, under the flock
+    # its twins wait on.
+    budget = config.ami.connect_timeout + config.ami.timeout
+    ring = DIALER_ORIGINATE_TIMEOUT if dialer_mode else config.dial.ring_timeout
+    store = ReplayStore(StateDir(config.state.dir).dedupe,
+                        max(config.dial.dedupe_seconds, DIALER_ORIGINATE_TIMEOUT + budget),
+                        clock)
     with store.guard("%s\0%s\0%s" % (label, extension, number.dial_digits),
                      not_after=not_after) as guard:
-        if guard.previous is not None:
+        if guard.entry is not None and duplicates.duplicate_of(
+                guard.entry, clock(), config.dial.dedupe_seconds, config.state.dir):
             status, body = guard.previous
-            return status, body, False
+            return status, body, False, True
         try:
             status, body = place()
         except CallMayBePlaced as error:
-            guard.remember(error.status, error_reply(error, params))
+            # It may ring for as long as the Originate's Timeout, which Asterisk may
+            # start as late as the end of this request's AMI deadline.
+            guard.remember(error.status, error_reply(error, params),
+                           unconfirmed_until=clock() + ring + budget)
             raise
         guard.remember(status, body)
     store.prune()
-    return status, body, True
+    return status, body, True, False
 
 
 def log_call_failure(log, uniqueid, extension, destination, what):

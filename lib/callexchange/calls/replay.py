@@ -70,8 +70,9 @@ class ReplayStore:
 
 class Guard:
     """`with store.guard(key) as guard:` then `guard.previous` is the stored reply
-    (status, body) or None, `guard.mismatch` is True when the key was first used with
-    another request; call `guard.remember(status, body)` once a call was placed."""
+    (status, body) or None (`guard.entry` the whole stored dict), `guard.mismatch` is True
+    when the key was first used with another request; call `guard.remember(status, body)`
+    once a call was placed."""
 
     def __init__(self, store, key, fingerprint, not_after=None):
         self.store = store
@@ -79,6 +80,7 @@ class Guard:
         self.fingerprint = fingerprint
         self.not_after = not_after
         self.previous = None
+        self.entry = None      # the stored dict behind `previous` (its `at`, extra fields)
         self.mismatch = False
         self._fd = None
 
@@ -106,6 +108,7 @@ class Guard:
                 self.mismatch = True
             else:
                 self.previous = (entry["status"], entry["body"])
+                self.entry = entry
         return self
 
     def _lock(self):
@@ -124,10 +127,12 @@ class Guard:
                 time.sleep(min(pause, left))
                 pause = min(pause * 2, _POLL_MOST)
 
-    def remember(self, status, body):
-        """Store the reply for later twins (fsynced: a retry after a crash still sees it)."""
-        data = json.dumps({"at": self.store.clock(), "fingerprint": self.fingerprint,
-                           "status": status, "body": body}).encode("utf-8")
+    def remember(self, status, body, **extra):
+        """Store the reply for later twins (fsynced: a retry after a crash still sees it),
+        with `extra` fields for whoever reads `entry` (JSON values)."""
+        entry = dict(extra, at=self.store.clock(), fingerprint=self.fingerprint,
+                     status=status, body=body)
+        data = json.dumps(entry).encode("utf-8")
         os.lseek(self._fd, 0, os.SEEK_SET)
         os.ftruncate(self._fd, 0)
         os.write(self._fd, data)

@@ -149,8 +149,9 @@ class Application:
                 return Reply(error.status, error_reply(error, params))
 
             def handle():
-                status, reply_body, placed = one_call(params, idempotency_key is None)
-                return Reply(status, reply_body), placed
+                status, reply_body, placed, replayed = one_call(params, idempotency_key is None)
+                headers = [("Idempotent-Replayed", "true")] if replayed else []
+                return Reply(status, reply_body, headers), placed
 
         if idempotency_key is None or not labels:
             return handle()[0]
@@ -185,7 +186,7 @@ class Application:
             status, reply_body = find_phone_files(self.config, params,
                                                   api_key_from(params, header_key),
                                                   log=environ["wsgi.errors"].write)
-            return status, reply_body, False
+            return status, reply_body, False, False
 
         try:
             payload = parse_body(body, environ.get("CONTENT_TYPE", ""))
@@ -204,7 +205,7 @@ class Application:
             params = normalize_names(payload)
         except ApiError as error:
             return Reply(error.status, error_reply(error))
-        status, reply_body, _ = one_lookup(params, False)
+        status, reply_body, _, _ = one_lookup(params, False)
         return Reply(status, reply_body)
 
 

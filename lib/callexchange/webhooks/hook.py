@@ -36,6 +36,57 @@ def _discard_unanswered_recording(session, variables, root):
              % (path, error.strerror or error))
 
 
+# Hangup marks older than this are swept (at most once per MARK_SWEEP_EVERY seconds): the
+# duplicate rule looks at a call for at most [dial] dedupe_seconds (3600 at most) or an
+# unconfirmed Originate's ring time (600 s and the AMI deadline).
+MARK_KEEP_SECONDS = 2 * 3600
+MARK_SWEEP_EVERY = 600
+
+
+def mark_hangup(session, state_dir, uniqueid, clock=None):
+    """Leave call `uniqueid`'s hangup mark, an empty file in the spool (`StateDir.
+    hangup_mark`), so that the endpoint's duplicate rule (calls.duplicates) treats a
+    redial as a new call; and now and then sweep the old ones. Never raises: a mark that
+    cannot be written costs only that a redial within dedupe_seconds is a duplicate."""
+    import time
+    from callexchange.statedir import StateDir
+
+    places = StateDir(state_dir)
+    path = places.hangup_mark(uniqueid)
+    if path is None:
+        return
+    try:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
+        except FileNotFoundError:
+            os.makedirs(places.hangups, 0o750, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
+        os.close(fd)
+        _sweep_marks(places.hangups, (clock or time.time)())
+    except OSError as error:
+        _log(session, "cannot write the hangup mark of %s in %s: %s"
+             % (uniqueid, places.hangups, error.strerror or error))
+
+
+def _sweep_marks(directory, now):
+    sweep = os.path.join(directory, ".swept")
+    try:
+        if now - os.stat(sweep).st_mtime < MARK_SWEEP_EVERY:
+            return
+    except FileNotFoundError:
+        pass
+    with open(sweep, "w"):
+        pass
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if not entry.name.startswith(".") and \
+                        now - entry.stat().st_mtime > MARK_KEEP_SECONDS:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+
 class CallReadInterrupted(Exception):
     """Asterisk went away while the call's variables were read: `variables` holds what
     was read before (enough to send the event if the call's id is among it), `cause`
@@ -127,6 +178,7 @@ def _hook(argv, read_fd, write_fd, environ):
             "spooled, sent once the config is fixed" if config.webhook.url
             else "not sent: no [webhook] url could be read"))
     if event == "hangup":
+        mark_hangup(session, config.state.dir, uniqueid)
         _discard_unanswered_recording(session, variables, config.recordings.root)
     if not config.webhook.url:
         return 0
