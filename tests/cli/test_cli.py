@@ -226,8 +226,12 @@ def test_check_skips_asterisk_where_there_is_none(tmp_path):
     assert "asterisk:" not in result.stdout
 
 
-def test_check_only_warns_when_the_ami_user_file_is_not_readable():
-    # As install.sh runs it: as www-data, who may not read Asterisk's 0640 files.
+@pytest.mark.parametrize("dir_mode, file_mode", [(0o755, 0o600), (0o750, 0o640)],
+                         ids=["file-unreadable", "dir-closed"])
+def test_check_only_warns_when_the_ami_user_file_is_not_readable(dir_mode, file_mode):
+    # As install.sh runs it: as www-data, who may not read Asterisk's 0640 files, nor
+    # look into a config dir that is 0750 asterisk:asterisk (where a closed dir made the
+    # file "not exist", a FAIL that stopped install.sh on a real PBX).
     if os.geteuid() != 0:
         pytest.skip("needs root to run the check as www-data")
     import shutil
@@ -238,8 +242,8 @@ def test_check_only_warns_when_the_ami_user_file_is_not_readable():
         prefix, venv = app_tree(base)
         config = write_config(base, closed_port())
         write_manager(base / "asterisk", shipped_manager())
-        (base / "asterisk").chmod(0o755)
-        (base / "asterisk" / "manager_callexchange.conf").chmod(0o600)
+        (base / "asterisk").chmod(dir_mode)
+        (base / "asterisk" / "manager_callexchange.conf").chmod(file_mode)
         config.chmod(0o644)
         (base / "state").chmod(0o755)
         env = dict(os.environ, CALLEXCHANGE_CONFIG=str(config), PYTHONPATH=str(prefix / "lib"))

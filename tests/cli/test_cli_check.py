@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from callexchange.pbx import checks
+from callexchange.pbx import asterisk_cli, checks
 from callexchange.pbx.asterisk_cli import AsteriskConsole
 from callexchange.sandbox.server import Sandbox
 
@@ -80,3 +80,20 @@ def test_a_console_that_refuses_leaves_the_hook_to_asterisk_conf(tmp_path):
     assert lines[1:] == [("FAIL", "asterisk: the hook %s/callexchange-webhook.agi is missing "
                                   "(Asterisk's AGI directory is %s; install.sh puts it "
                                   "there)" % (agi, agi))]
+
+
+def test_an_asterisk_outside_path_is_found_through_its_asterisk_conf(tmp_path, monkeypatch):
+    # A source build in /opt: not on PATH, not in /usr/sbin; asterisk.conf's astsbindir
+    # says where it is (as `sudo callexchange check` on such a PBX needs).
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(asterisk_cli, "DEFAULT_BINARIES", ())
+    sbin = tmp_path / "sbin"
+    sbin.mkdir()
+    (sbin / "asterisk").write_text("#!/bin/sh\n")
+    (sbin / "asterisk").chmod(0o755)
+    (tmp_path / "asterisk.conf").write_text("[directories]\nastsbindir => %s\n" % sbin)
+    console = checks.console_for(None, str(tmp_path))
+    assert console.binary == str(sbin / "asterisk")
+    assert console.config_file == str(tmp_path / "asterisk.conf")
+    (sbin / "asterisk").chmod(0o644)
+    assert checks.console_for(None, str(tmp_path)) is None

@@ -23,6 +23,19 @@ NEEDED_WRITE = frozenset(("originate", "message"))
 NEEDED_READ = frozenset(("call",))
 
 
+def path_state(path):
+    """"present", "missing", or "hidden": this user may not look into the directory
+    (Asterisk's config dir is often 0750 asterisk:asterisk, and install.sh runs the check
+    as the web server's user), so whether the file is there cannot be told."""
+    try:
+        os.stat(path)
+    except PermissionError:
+        return "hidden"
+    except OSError:
+        return "missing"
+    return "present"
+
+
 def manager_user_problems(path, username, secret):
     """What is wrong with the gateway's AMI user in `path` (a manager.conf include file):
     a list of ("FAIL" | "warn", sentence); [] when it matches [ami] username and secret
@@ -30,9 +43,12 @@ def manager_user_problems(path, username, secret):
     exception."""
     from asterisk.config import Config, ParseError
 
-    if not os.path.exists(path):
+    state = path_state(path)
+    if state == "missing":
         return [("FAIL", "%s does not exist" % path)]
     try:
+        if state == "hidden":
+            raise PermissionError(path)
         parsed = Config(path)
     except ParseError as error:
         line, reason = (error.args + (None, None))[:2]
@@ -101,13 +117,17 @@ def shipped_contexts(path=SHIPPED_DIALPLAN):
 
 
 def asterisk_settings(path):
-    """What asterisk.conf at `path` says about the AGI directory and Asterisk's user:
-    {"agi_dir": ..., "user": ... or None (root), "group": ...}; None if it cannot be
-    read (a missing file means Asterisk's defaults)."""
+    """What asterisk.conf at `path` says about the AGI directory, the binaries and
+    Asterisk's user: {"agi_dir": ..., "sbin_dir": ... or None, "user": ... or None
+    (root), "group": ...}; None if it cannot be read (a missing file means Asterisk's
+    defaults)."""
     from asterisk.config import Config, ParseError
 
     values = {}
-    if os.path.exists(path):
+    state = path_state(path)
+    if state == "hidden":
+        return None
+    if state == "present":
         try:
             parsed = Config(path)
         except (ParseError, OSError):
@@ -117,6 +137,7 @@ def asterisk_settings(path):
                 values.setdefault((category.name.strip(), item.name.strip()),
                                   item.value.strip())
     return {"agi_dir": values.get(("directories", "astagidir")) or DEFAULT_AGI_DIR,
+            "sbin_dir": values.get(("directories", "astsbindir")) or None,
             "user": values.get(("options", "runuser")) or None,
             "group": values.get(("options", "rungroup")) or None}
 

@@ -69,6 +69,13 @@ def console_for(binary=None, asterisk_etc=None):
     """The AsteriskConsole to ask, or None when this host has no asterisk binary.
     `asterisk_etc`: Asterisk's config dir (its asterisk.conf is passed with -C)."""
     found = find_binary(binary)
+    if found is None and asterisk_etc:
+        # A source build outside PATH (e.g. /opt/asterisk-22/sbin): its asterisk.conf
+        # names where its binaries are, as install.sh reads it too.
+        conf = asterisk_settings(os.path.join(asterisk_etc, "asterisk.conf")) or {}
+        if conf.get("sbin_dir"):
+            candidate = os.path.join(conf["sbin_dir"], "asterisk")
+            found = candidate if os.access(candidate, os.X_OK) else None
     if found is None:
         return None
     config_file = None
