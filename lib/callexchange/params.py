@@ -121,6 +121,26 @@ def number_field(params, name, default, low, high):
     return float(value)
 
 
+def header_text(name, value):
+    """The text of a request header as WSGI hands it over (PEP 3333: its bytes as
+    Latin-1), read as UTF-8; None stays None. Bytes that are not UTF-8 (`\\xff\\xfe`)
+    are a 400 naming the header, in CGI and mod_wsgi alike.
+
+    >>> header_text("api-key", "cl\u00c3\u00a9")     # the bytes of "clé" in UTF-8
+    'clé'
+    """
+    if value is None:
+        return None
+    try:
+        raw = value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value        # a server that decoded it already (no PEP 3333 string)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "Header %r is not valid UTF-8 text" % name, field=name) from None
+
+
 def api_key_from(params, header_value):
     """The api-key: the header, else a body field `api_key` / `api-key`."""
     if header_value:

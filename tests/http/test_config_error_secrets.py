@@ -151,6 +151,18 @@ def test_api_key_header_bytes_that_are_not_utf8_are_a_400_through_the_cgi(tmp_pa
                                     if script == "asteriskapi.pl" else b"")
     assert head.startswith("Status: 400 "), (head, payload, stderr)
     reply = json.loads(payload)
-    assert reply["status"] == "400 Bad Request" and "not valid text" in reply["error"]
+    assert reply["status"] == "400 Bad Request"
+    assert reply["error"] == "Header 'api-key' is not valid UTF-8 text"
     assert stderr == ""
     assert sandbox.actions_named("Originate") == []
+
+
+def test_a_key_in_utf8_is_read_from_a_cgi_header(tmp_path, keys_file):
+    from callexchange import keys
+    keys.add_key(keys_file, "unicode", "cl\u00e9-\u043a\u043b\u044e\u0447")
+    path = tmp_path / "callexchange.ini"
+    path.write_text(config_text(tmp_path, 5038))
+    head, payload, stderr = run_cgi("find_phone_files.pl", path, {
+        b"HTTP_API_KEY": "cl\u00e9-\u043a\u043b\u044e\u0447".encode("utf-8")})
+    assert head.startswith("Status: 200 "), (head, payload, stderr)
+    assert json.loads(payload) == []

@@ -16,7 +16,7 @@ from callexchange.errors import ApiError, ServerConfigError, report, status_line
 from callexchange.http.body import parse_body, parse_query, read_body
 from callexchange.http.jsonrpc import handle_jsonrpc, is_jsonrpc, jsonrpc_error
 from callexchange.http.reply import Reply
-from callexchange.params import api_key_from, normalize_names
+from callexchange.params import api_key_from, header_text, normalize_names
 
 
 JSON_TYPE = "application/json; charset=utf-8"
@@ -109,7 +109,7 @@ class Application:
     def call_endpoint(self, environ, method, query, body):
         from callexchange.calls.endpoint import caller_label, error_reply, issue_call
 
-        header_key = environ.get("HTTP_API_KEY")
+        header_key = header_text("api-key", environ.get("HTTP_API_KEY"))
         idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
         log = environ["wsgi.errors"].write
         # The whole request, a batch of calls included, is answered within
@@ -180,7 +180,7 @@ class Application:
     def recordings_endpoint(self, environ, method, query, body):
         from callexchange.recordings.lookup import error_reply, find_phone_files
 
-        header_key = environ.get("HTTP_API_KEY")
+        header_key = header_text("api-key", environ.get("HTTP_API_KEY"))
 
         def one_lookup(params, protect):
             status, reply_body = find_phone_files(self.config, params,

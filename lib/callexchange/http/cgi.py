@@ -44,6 +44,12 @@ def add_site_packages():
 def run(app=None):
     """Serve one request from os.environ / stdin to stdout."""
     environ = dict(os.environ)
+    # Headers as PEP 3333 has them: their bytes as Latin-1 (os.environ decoded them
+    # with the locale's codec), so that both modes read a header's UTF-8 alike.
+    for name, value in environ.items():
+        if name.startswith("HTTP_") and not value.isascii():
+            environ[name] = value.encode(sys.getfilesystemencoding(),
+                                         "surrogateescape").decode("latin-1")
     environ.setdefault("PATH_INFO", "")
     environ.setdefault("SCRIPT_NAME", "")
     environ.setdefault("REQUEST_METHOD", "GET")

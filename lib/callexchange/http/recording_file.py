@@ -100,7 +100,8 @@ def authorize(config, environ, relative):
     mode = config.recordings.access
     if mode == access.PUBLIC:
         return
-    header_key = environ.get("HTTP_API_KEY")
+    from callexchange.params import header_text
+    header_key = header_text("api-key", environ.get("HTTP_API_KEY"))
     if mode == access.KEY or header_key:
         # key mode needs the key; in signed mode a CRM's backend may send its key instead.
         if not header_key:
