@@ -8,7 +8,11 @@ live and within `[dial] dedupe_seconds`, or, whatever the delay, while the first
 Originate is unconfirmed and its ring time has not passed: it gets the first reply with
 `Idempotent-Replayed: true` and dials nothing. A redial after the first call ended (busy,
 no answer, hung up after talking) is a new call. The window is passed by moving the
-app's clock, never by sleeping."""
+app's clock, never by sleeping.
+
+Issue 10 item 7 (an unconfirmed Originate retried without an Idempotency-Key after the
+5 s window placed a second call): test_an_unconfirmed_originate_is_a_duplicate_for_its_
+ring_time_whatever_the_window, with the default dedupe_seconds of 5."""
 
 import json
 import os
@@ -187,6 +191,18 @@ def test_the_hook_marks_hangups_in_the_spool_only_and_sweeps_old_marks(tmp_path)
     later = os.stat(os.path.join(state.hangups, ".swept")).st_mtime + hook.MARK_SWEEP_EVERY
     hook.mark_hangup(None, state.root, "1720039999.1", clock=lambda: later)
     assert sorted(os.listdir(state.hangups)) == [".swept", "1720039999.1"]
+
+
+def test_the_marks_folder_is_open_to_the_spools_group_whatever_the_umask(tmp_path):
+    state = StateDir(str(tmp_path / "state"))
+    os.makedirs(state.webhooks)
+    os.chmod(state.webhooks, 0o2750)            # as install.sh makes the spool
+    old = os.umask(0o077)
+    try:
+        hook.mark_hangup(None, state.root, "1720039056.22191")
+    finally:
+        os.umask(old)
+    assert os.stat(state.hangups).st_mode & 0o7777 == 0o2750
 
 
 def test_a_mark_that_cannot_be_written_is_logged_and_costs_nothing_else(tmp_path, capsys):

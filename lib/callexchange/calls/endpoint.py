@@ -110,7 +110,7 @@ def _check_crm_id(value):
 
 
 def issue_call(config, params, api_key, protect_double_click=True, not_after=None,
-               log=None, ami_client=None, clock=time.time):
+               log=None, ami_client=None, clock=time.time, label=None):
     """Place one call for `params` (names already normalised). Returns (status, body,
     placed, replayed); `placed` is also True when Asterisk may have placed it without
     confirming; `replayed`: the request was a duplicate (calls.duplicates), answered with
@@ -120,11 +120,13 @@ def issue_call(config, params, api_key, protect_double_click=True, not_after=Non
     for the operator, one line each (Apache's error.log: the WSGI `wsgi.errors`).
     `ami_client`: anything with `pbx.ami.place_call`'s signature (default: that function,
     a session per call; persistent mode: its process's long-lived link). `clock`: the
-    wall clock of the double-click window ([dial] dedupe_seconds)."""
+    wall clock of the double-click window ([dial] dedupe_seconds). `label`: the key's
+    label when the caller already checked it with `caller_label` (one keys-file read
+    per request)."""
     try:
         try:
             return _issue_call(config, params, api_key, protect_double_click, not_after, log,
-                               ami_client, clock)
+                               ami_client, clock, label)
         except OSError as error:  # the state dir: ANI counts, replay store, carrier shards
             raise ApiError(500, "Server error: cannot use the state dir %s ([state] dir): %s"
                            % (config.state.dir, error.strerror or error)) from None
@@ -148,8 +150,9 @@ def caller_label(config, params, api_key):
 
 
 def _issue_call(config, params, api_key, protect_double_click, not_after, log, ami_client,
-                clock):
-    label = caller_label(config, params, api_key)
+                clock, label):
+    if label is None:
+        label = caller_label(config, params, api_key)
 
     extension = _check_extension(text_field(params, "extension"))
     destination = text_field(params, "destination")

@@ -116,10 +116,10 @@ class Application:
         # connect_timeout + timeout; a call that finds no time left is a 503.
         not_after = time.monotonic() + self.config.ami.connect_timeout + self.config.ami.timeout
 
-        def one_call(params, protect):
+        def one_call(params, protect, label=None):
             return issue_call(self.config, params, api_key_from(params, header_key), protect,
                               not_after, log=log, ami_client=self.ami_client,
-                              clock=self.clock)
+                              clock=self.clock, label=label)
 
         try:
             payload = parse_body(body, environ.get("CONTENT_TYPE", ""))
@@ -149,7 +149,8 @@ class Application:
                 return Reply(error.status, error_reply(error, params))
 
             def handle():
-                status, reply_body, placed, replayed = one_call(params, idempotency_key is None)
+                status, reply_body, placed, replayed = one_call(params, idempotency_key is None,
+                                                                labels[0])
                 headers = [("Idempotent-Replayed", "true")] if replayed else []
                 return Reply(status, reply_body, headers), placed
 

@@ -60,6 +60,9 @@ def mark_hangup(session, state_dir, uniqueid, clock=None):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
         except FileNotFoundError:
             os.makedirs(places.hangups, 0o750, exist_ok=True)
+            # The web server (the spool's group) must reach the marks whatever Asterisk's
+            # umask; the spool's setgid bit, if any, carries its group on.
+            os.chmod(places.hangups, 0o750 | (os.stat(places.webhooks).st_mode & 0o2000))
             fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
         os.close(fd)
         _sweep_marks(places.hangups, (clock or time.time)())
