@@ -63,7 +63,7 @@ HTTP_BASE=http://127.0.0.1
 # Lists are comma-separated; "-" means "nothing to do there".
 DISTRO_TABLE='
 # name                debian (Debian 12, Ubuntu 22.04+)              rhel (RHEL, Rocky, Alma 9)
-packages              apache2,libapache2-mod-xsendfile,python3,python3-venv,ca-certificates httpd,python3,python3-pip,ca-certificates
+packages              apache2,libapache2-mod-xsendfile,python3,python3-venv,ca-certificates httpd,mod_lua,python3,python3-pip,ca-certificates
 python                /usr/bin/python3                               /usr/bin/python3
 demo_packages         curl                                           -
 cron_package          cron                                           cronie

@@ -113,6 +113,36 @@ def test_check_reports_unknown_key_with_its_line(tmp_path):
         in result.stdout
 
 
+def test_check_reports_every_problem_of_the_config_in_line_order(tmp_path):
+    config = write_config(tmp_path, closed_port(),
+                          extra="[dial]\nring_timeout = soon\n[dail]\nx = 1\n"
+                                "[webhook]\nurll = http://x\n")
+    config.write_text(config.read_text().replace("port = ", "port = abc", 1))
+    result = run(config, "check")
+    assert result.returncode == 1
+    lines = config.read_text().splitlines()
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL config:")]
+    expected = [n for n, text in enumerate(lines, 1)
+                if text.startswith(("port", "ring_timeout", "[dail]", "urll"))]
+    assert [int(line.split(":")[2]) for line in failed] == expected, result.stdout
+    for word in ("port", "ring_timeout", "dail", "urll"):
+        assert word in result.stdout
+
+
+def test_check_says_whether_the_webhook_url_accepts_connections(tmp_path):
+    with socket.socket() as crm:
+        crm.bind(("127.0.0.1", 0))
+        crm.listen()
+        url = "http://127.0.0.1:%d/hooks" % crm.getsockname()[1]
+        config = write_config(tmp_path, closed_port(), extra="[webhook]\nurl = %s\n" % url)
+        up = run(config, "check", "--no-ami", "--no-asterisk")
+    down = run(config, "check", "--no-ami", "--no-asterisk")   # nothing listens there now
+    assert "ok   webhook: %s (127.0.0.1:" % url in up.stdout, up.stdout
+    assert "warn webhook: %s: cannot connect to 127.0.0.1:" % url in down.stdout, down.stdout
+    # The CRM being down is a warning (events wait in the spool), not a failure.
+    assert up.returncode == down.returncode
+
+
 def test_check_reports_missing_config_file(tmp_path):
     result = run(tmp_path / "nope.ini", "check")
     assert result.returncode == 1

@@ -38,7 +38,10 @@ def run_check(args):
     try:
         settings = config_module.load_config(path)
     except config_module.ConfigError as error:
-        report("FAIL", "config: %s" % error)
+        # Every problem of the file, in line order, not only the first the strict
+        # loader met: an operator fixes them in one edit.
+        for problem in config_problems(path, error):
+            report("FAIL", "config: %s" % problem)
         return 1
     report("ok", "config: %s" % path)
 
@@ -76,7 +79,13 @@ def run_check(args):
         report("warn", "recordings: [recordings] base_url is empty; URLs will be relative")
 
     if settings.webhook.url:
-        report("ok", "webhook: %s" % settings.webhook.url)
+        reached, detail = webhook_reachable(settings.webhook.url, settings.webhook.timeout)
+        if reached:
+            report("ok", "webhook: %s (%s)" % (settings.webhook.url, detail))
+        else:
+            # A warning: events wait in the spool until the CRM is back.
+            report("warn", "webhook: %s: %s; events wait in the spool until it is"
+                   % (settings.webhook.url, detail))
         if settings.webhook.url.startswith("http://"):
             report("warn", "webhook: plain http; events cross the network unencrypted")
     else:
@@ -114,3 +123,45 @@ def run_check(args):
         for level, text in checks.ami_lines(settings.ami):
             report(level, text)
     return 1 if failures else 0
+
+
+def config_problems(path, error):
+    """The ConfigErrors of the file at `path`, in line order; `error` (the strict
+    loader's) when the lenient loader finds nothing more (or cannot read the file)."""
+    try:
+        problems = list(config_module.load_config(path, lenient=True).problems)
+    except config_module.ConfigError:
+        problems = []
+    if not any(str(problem) == str(error) for problem in problems):
+        problems.append(error)
+    return sorted(problems, key=lambda problem: problem.line)
+
+
+def webhook_reachable(url, timeout):
+    """(True, what answered) if the webhook URL's host accepts a TCP connection (and, for
+    https, a TLS handshake) within `timeout` seconds, else (False, why not). No request
+    is sent: a probe must not look like an event to the CRM."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False, "the URL's port is not a number"
+    if not parts.hostname:
+        return False, "the URL names no host"
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout) as sock:
+            if parts.scheme == "https":
+                with ssl.create_default_context().wrap_socket(
+                        sock, server_hostname=parts.hostname):
+                    return True, "%s:%d accepts TLS connections" % (parts.hostname, port)
+            return True, "%s:%d accepts connections" % (parts.hostname, port)
+    except ssl.SSLError as error:
+        return False, "TLS with %s:%d fails: %s" % (parts.hostname, port,
+                                                   error.reason or error)
+    except OSError as error:
+        return False, "cannot connect to %s:%d (%s)" % (
+            parts.hostname, port, error.strerror or error.__class__.__name__)
