@@ -40,11 +40,6 @@ AGENT=2101
 LEAD=+4930901820            # agent first; the dialer call dials LEAD2: the same number
 LEAD2=+4930901821           # again within [dial] dedupe_seconds would be a double-click
 TALK=3                      # seconds the fake carrier's lead talks before hanging up
-OUT=$(mktemp -d /tmp/cx-real-pbx.XXXXXX)
-PBX_ETC=$OUT/etc/asterisk
-PBX_VAR=$OUT/var
-RECORDINGS=$OUT/recordings
-WEBHOOK_LOG=$OUT/webhooks.log
 FAILED=0
 MADE_ASTERISK_USER=0
 ASTERISK_PID=""
@@ -95,6 +90,13 @@ PREFIX=$(dirname "$(dirname "$(readlink -f "$ASTERISK")")")
 MODULES=$PREFIX/lib/asterisk/modules
 DATA=$PREFIX/var/lib/asterisk
 [ -f "$MODULES/chan_pjsip.so" ] || { echo ".ci/install-real-pbx.sh: no $MODULES/chan_pjsip.so beside $ASTERISK" >&2; exit 2; }
+
+# Made only once it is sure to run (a refusal leaves nothing behind).
+OUT=$(mktemp -d /tmp/cx-real-pbx.XXXXXX)
+PBX_ETC=$OUT/etc/asterisk
+PBX_VAR=$OUT/var
+RECORDINGS=$OUT/recordings
+WEBHOOK_LOG=$OUT/webhooks.log
 
 cron_pid() {
     local pid
