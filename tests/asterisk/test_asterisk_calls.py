@@ -10,6 +10,7 @@ afterwards, so the module takes about as long as its longest call. What the PBX 
 an AMI observer session, independent of the code under test.
 """
 
+import os
 import re
 
 import pytest
@@ -168,3 +169,16 @@ def test_msg_comes_from_callexchange_not_from_the_agent_itself(pbx):
     [message] = [m for m in pbx.agent.messages() if m["body"] == text]
     assert re.search(r"<?sip:callexchange@[^>;]+>?", message["headers"]["from"]), \
         message["headers"]["from"]
+
+
+# --- the duplicate rule's "hangup known" (calls/duplicates.py) ---------------------------------
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_call_leaves_its_hangup_mark_for_the_duplicate_rule(pbx, calls, name):
+    # The real dialplan runs the hook at every call's hangup, connected or not, in both
+    # modes: its mark in the spool is what makes a redial after the call a new call.
+    from callexchange.calls.duplicates import hangup_known
+    from callexchange.statedir import StateDir
+    assert hangup_known(str(pbx.bench.state), calls[name].uniqueid), sorted(
+        os.listdir(StateDir(str(pbx.bench.state)).hangups)
+        if os.path.isdir(StateDir(str(pbx.bench.state)).hangups) else [])

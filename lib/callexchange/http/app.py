@@ -133,9 +133,11 @@ class Application:
             def handle():
                 return handle_jsonrpc(payload, {"originate": one_call, "call": one_call},
                                       idempotency_key is None, error_reply)
-            # Every entry's key is checked before any file is touched; the entries whose
-            # key is not valid get their 400/401 in the batch's reply.
-            labels = self._jsonrpc_labels(payload, header_key)
+            # With an Idempotency-Key, every entry's key is checked before its lock is
+            # taken; the entries whose key is not valid get their 400/401 in the reply
+            # (without one, each entry checks its key before anything else it does).
+            labels = (self._jsonrpc_labels(payload, header_key)
+                      if idempotency_key is not None else [])
         else:
             try:
                 params = normalize_names(payload)
