@@ -218,3 +218,30 @@ def test_a_malformed_limits_field_names_file_and_line(path, field, problem):
 def test_limits_parse_normalises_regions():
     assert keys.KeyLimits.parse("allow_regions=gb,de,GB").allow_regions == ("GB", "DE")
     assert keys.KeyLimits.parse("allow_regions=001").allow_regions == ("001",)
+
+
+def test_the_keys_file_is_parsed_again_whenever_it_changed(tmp_path):
+    """read_keys keeps its last parse while the file is unchanged; any change, a same-size
+    rewrite in place just after a read included, is seen by the next read."""
+    import os
+    import time
+
+    from callexchange import keys
+
+    path = tmp_path / "api-keys"
+    path.write_text("one\t%s\t2024-07-03T00:00:00Z\n" % keys.digest("k1"))
+    old = time.time() - 10
+    os.utime(path, (old, old))                      # old enough to be cached
+    assert [e.label for e in keys.read_keys(str(path))] == ["one"]
+    assert keys._PARSED[str(path)][1][0].label == "one"
+    # Same size, same inode, at once: the mtime moved, so it is parsed again.
+    with open(path, "r+") as handle:
+        handle.write("two\t%s\t2024-07-03T00:00:00Z\n" % keys.digest("k2"))
+    assert [e.label for e in keys.read_keys(str(path))] == ["two"]
+    assert keys.find_label(str(path), "k2") == "two" and keys.find_label(str(path), "k1") is None
+    # Freshly written files are not cached (a second same-size rewrite within a tick).
+    with open(path, "r+") as handle:
+        handle.write("six\t%s\t2024-07-03T00:00:00Z\n" % keys.digest("k6"))
+    assert [e.label for e in keys.read_keys(str(path))] == ["six"]
+    os.unlink(path)
+    assert keys.read_keys(str(path)) == []

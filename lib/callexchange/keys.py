@@ -136,8 +136,36 @@ def check_label(label):
     return label
 
 
+# read_keys' last parse of each keys file: path -> (file version, entries). A request
+# reads the file two or three times (the key check, the key's limits); a daemon process
+# of the persistent mode reads it for every request. One stat replaces the read and parse
+# while the file is unchanged (any edit, `keys add` or an editor's save, changes its
+# inode, size, mtime or ctime). A file changed in the last RACY_SECONDS is not cached:
+# the kernel's timestamps move in ticks of a few ms, so a same-size rewrite within one
+# tick would keep its version (as git treats "racily clean" files).
+_PARSED = {}
+RACY_SECONDS = 2.0
+
+
 def read_keys(path):
     """Return [KeyEntry] from the keys file; a missing file has none."""
+    try:
+        info = os.stat(path)
+        version = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    except OSError:
+        version = None
+    parsed = _PARSED.get(path)
+    if version is not None and parsed is not None and parsed[0] == version:
+        return list(parsed[1])
+    entries = _parse_keys(path)
+    if version is not None and time.time() - info.st_mtime > RACY_SECONDS:
+        if len(_PARSED) > 16:
+            _PARSED.clear()
+        _PARSED[path] = (version, tuple(entries))
+    return entries
+
+
+def _parse_keys(path):
     try:
         with open(path, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
