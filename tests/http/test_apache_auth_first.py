@@ -3,7 +3,8 @@ Apache (issue 10, items 2, 3 and 6), in both modes (mod_cgid and mod_wsgi daemon
 
 * a stranger's requests (wrong key, an Idempotency-Key each) leave the state dir as
   they found it;
-* header bytes that are not UTF-8 in `api-key` are a JSON 400 on both endpoints;
+* header bytes that are not UTF-8 in `api-key` are a JSON 400 on both endpoints (and
+  /wav-files/ where the gateway serves it: `[recordings] access = key`);
 * with a `secret <value>` line without '=' every caller of both endpoints gets the same
   JSON 500, "Server configuration error" and an id; Apache's error.log has file, line and
   the id, and the secret nowhere.
@@ -60,7 +61,7 @@ def tree(root):
 
 
 class Site:
-    def __init__(self, base, sandbox, mode):
+    def __init__(self, base, sandbox, mode, recordings_access="public"):
         self.base = base
         self.config_path = base / "callexchange.ini"
         self.keys_file = base / "api-keys"
@@ -72,11 +73,12 @@ class Site:
         self.recordings.chmod(0o755)
         self.text = CONFIG.format(port=sandbox.port, user=AMI_USER, secret=AMI_SECRET,
                                   recordings=self.recordings, keys=self.keys_file,
-                                  state=self.state_dir)
+                                  state=self.state_dir).replace(
+            "base_url", "access = %s\nbase_url" % recordings_access)
         self.write(self.text)
         self.apache = apache_server.ApacheServer(
             base, self.config_path, self.recordings, mode=mode, state_dir=self.state_dir,
-            keys_file=self.keys_file)
+            keys_file=self.keys_file, recordings_access=recordings_access)
 
     def write(self, text):
         temp = self.config_path.with_suffix(".tmp")
@@ -92,13 +94,16 @@ class Site:
         return response
 
 
-@pytest.fixture(scope="module")
-def site(apache_mode):
+@pytest.fixture(scope="module", params=["public", "key"])
+def site(apache_mode, request):
+    """The gateway behind a private Apache; with `[recordings] access = key`, Apache hands
+    /wav-files/ to the gateway too."""
     base = apache_server.shared_tempdir("cx-auth-first-")
     sandbox = Sandbox(host="127.0.0.1", port=0, username=AMI_USER, secret=AMI_SECRET).start()
     made = None
     try:
-        made = Site(base, sandbox, apache_mode)
+        made = Site(base, sandbox, apache_mode, request.param)
+        made.access = request.param
         made.sandbox = sandbox
         yield made
     finally:
@@ -109,6 +114,15 @@ def site(apache_mode):
 
 
 CALL_BODY = json.dumps({"extension": "2001", "destination": "12127773456"})
+WAV = "/wav-files/2024/07/03/out-12127773456-2001-20240703-100000-1720000800.1.wav"
+
+
+def targets(site, key_headers):
+    """(method, path, headers) of every URL the gateway answers on this site."""
+    found = [("POST", CALL, key_headers), ("GET", RECORDINGS + "?phone=12127773456", key_headers)]
+    if site.access == "key":
+        found.append(("GET", WAV, key_headers))
+    return found
 
 
 def test_strangers_leave_the_state_dir_as_they_found_it(site):
@@ -123,21 +137,23 @@ def test_strangers_leave_the_state_dir_as_they_found_it(site):
             {"extension": "2001", "destination": "12127773456", "api_key": "guess-%d" % n}),
             {"Content-Type": "application/json", "Idempotency-Key": "body-%d" % n})
         assert body_key.status_code == 401, body_key.text
-    assert site.request("GET", RECORDINGS + "?phone=12127773456",
-                        headers={"api-key": "guess"}).status_code == 401
+    for method, path, headers in targets(site, {"api-key": "guess"}):
+        assert site.request(method, path, CALL_BODY if method == "POST" else None,
+                            dict(headers, **{"Content-Type": "application/json"})
+                            ).status_code == 401
     assert tree(site.state_dir) == before
     assert site.sandbox.actions_named("Originate") == []
 
 
-@pytest.mark.parametrize("method, path", [("POST", CALL), ("GET", RECORDINGS + "?phone=1212")])
-def test_api_key_bytes_that_are_not_utf8_are_a_json_400(site, method, path):
+def test_api_key_bytes_that_are_not_utf8_are_a_json_400(site):
     site.write(site.text)
-    response = site.request(method, path, CALL_BODY if method == "POST" else None,
-                            {"Content-Type": "application/json", "api-key": b"\xff\xfe"})
-    assert response.status_code == 400, response.text
-    reply = response.json()
-    assert reply["status"] == "400 Bad Request"
-    assert reply["error"] == "Header 'api-key' is not valid UTF-8 text"
+    for method, path, headers in targets(site, {"api-key": b"\xff\xfe"}):
+        response = site.request(method, path, CALL_BODY if method == "POST" else None,
+                                dict(headers, **{"Content-Type": "application/json"}))
+        assert response.status_code == 400, (path, response.text)
+        reply = response.json()
+        assert reply["status"] == "400 Bad Request"
+        assert reply["error"] == "Header 'api-key' is not valid UTF-8 text"
 
 
 def test_a_broken_config_is_one_500_for_everyone_and_the_detail_is_in_error_log(site):
@@ -147,10 +163,9 @@ def test_a_broken_config_is_one_500_for_everyone_and_the_detail_is_in_error_log(
     site.write("\n".join(lines) + "\n")
     try:
         ids = []
-        for method, path, headers in [
-                ("POST", CALL, {"api-key": API_KEY}), ("POST", CALL, {"api-key": "guess"}),
-                ("POST", CALL, {}), ("GET", RECORDINGS + "?phone=12127773456",
-                                     {"api-key": API_KEY})]:
+        for method, path, headers in (targets(site, {"api-key": API_KEY})
+                                      + targets(site, {"api-key": "guess"})
+                                      + [("POST", CALL, {})]):
             response = site.request(method, path, CALL_BODY if method == "POST" else None,
                                     dict(headers, **{"Content-Type": "application/json"}))
             assert response.status_code == 500, response.text
