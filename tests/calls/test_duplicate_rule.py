@@ -16,6 +16,7 @@ ring_time_whatever_the_window, with the default dedupe_seconds of 5."""
 
 import json
 import os
+import re
 
 import pytest
 import webtest
@@ -25,7 +26,9 @@ from callexchange.http.app import create_app
 from callexchange.sandbox.server import Sandbox
 from callexchange.statedir import StateDir
 from callexchange.webhooks import hook
+from callexchange.calls import duplicates
 from clock import Clock
+from paths import REPO
 from schemas import validate
 from testconfig import AMI_SECRET, AMI_USERNAME, TEST_API_KEY, config_text
 
@@ -211,3 +214,21 @@ def test_a_mark_that_cannot_be_written_is_logged_and_costs_nothing_else(tmp_path
     (blocked / "webhooks").write_text("a file where the spool should be")
     hook.mark_hangup(None, str(blocked), "1720039056.22191")
     assert "cannot write the hangup mark of 1720039056.22191" in capsys.readouterr().err
+
+
+# --- one rule, stated the same everywhere -------------------------------------------------
+
+def rule_text(text):
+    """The rule's sentences in `text`: from "A request that repeats a call" to "is a new
+    call.", quote marks and line breaks folded."""
+    start = text.index("A request that repeats a call")
+    end = text.index("is a new call.", start) + len("is a new call.")
+    return " ".join(re.sub(r"^\s*>\s?", "", line) for line in text[start:end].splitlines()
+                    ).replace("  ", " ").split()
+
+
+def test_the_readme_and_the_decisions_state_the_rule_the_code_states():
+    code = rule_text(duplicates.__doc__)
+    assert rule_text((REPO / "README.md").read_text()) == code
+    decisions = (REPO / "docs" / "decisions.md").read_text()
+    assert rule_text(decisions[decisions.index("## The one duplicate rule"):]) == code

@@ -2,11 +2,13 @@
 
 A request that repeats a call (same API key, extension and destination) is a duplicate
 while that call is still live (no hangup known yet) and it comes within
-`[dial] dedupe_seconds` of the first, or, whatever the delay, while the first call's
-Originate is unconfirmed (503 "may have been placed") and its ring time has not passed.
-A duplicate gets the first reply, marked `Idempotent-Replayed: true`, and dials nothing;
-a redial after the first call ended is a new call. (`[dial] dedupe_seconds = 0` turns
-the rule off.)
+`[dial] dedupe_seconds` (default 5) of the first, or, whatever the delay, while the first
+call's Originate is unconfirmed (503 "may have been placed") and its ring time has not
+passed. A duplicate gets the first reply, marked `Idempotent-Replayed: true`, and dials
+nothing; a redial after the first call ended is a new call.
+
+(`[dial] dedupe_seconds = 0` turns the rule off. The README and docs/decisions.md state
+the rule in these very words; tests/calls/test_duplicate_rule.py holds them to it.)
 
 "Hangup known": the dialplan hook (webhooks.hook), which Asterisk runs at every call's
 hangup, leaves an empty file named after the call's uniqueid in the spool
