@@ -7,6 +7,14 @@
 #   sudo ./install.sh --persistent           serve the URLs from mod_wsgi daemons (--cgi: back to CGI)
 #   sudo ./install.sh --asterisk-etc DIR     Asterisk's config dir, if not /etc/asterisk
 #   sudo ./install.sh --scrub-access-log     also keep our URLs out of the enabled sites' access logs
+#   sudo ./install.sh --domain NAME [--email ADDR] [--acme-server URL]
+#                                            serve the URLs over HTTPS as https://NAME/..., with a
+#                                            certificate from certbot (Let's Encrypt, or that ACME CA)
+#   sudo ./install.sh --domain NAME --cert FILE --key FILE
+#                                            the same with a certificate you have (FILE: PEM, chain included)
+#        --allow-http (--https-only)         keep plain HTTP open to every client (default: 127.0.0.1 only)
+#        --hsts (--no-hsts)                  send Strict-Transport-Security (default: off)
+#        --no-domain                         back to plain HTTP only (the certificate is kept)
 #
 # Debian 12 and Ubuntu 22.04+ (tested on Debian 12); RHEL 9 family where it can. Every
 # step looks first and then prints either what it changed or "already in place"; every
@@ -49,6 +57,12 @@ SYSTEMD_DIR=/etc/systemd/system
 CRON_FILE=/etc/cron.d/callexchange
 APP_PARTS="lib cgi-bin agi-bin apache bin asterisk systemd docs"
 
+# HTTPS (--domain): our virtual host, certbot's files, our copies of a given certificate.
+HTTPS_SITE=callexchange-https             # sites-available/callexchange-https.conf
+LETSENCRYPT=/etc/letsencrypt              # certbot's config dir (live/NAME/, renewal/NAME.conf)
+ACME_WEBROOT=/var/lib/callexchange-acme   # certbot --webroot: the http-01 challenge files
+TLS_DIR=$CONFIG_DIR/tls                   # --cert/--key copies: NAME.crt (0644), NAME.key (0600)
+
 # The demo: a config of its own (only when none exists), the sandbox PBX, the CRM logger.
 DEMO_AMI_PORT=5038
 DEMO_CRM_PORT=8099
@@ -82,6 +96,9 @@ apache_mods_enabled   /etc/apache2/mods-enabled                      -
 apache_modules        alias,env,mime,headers,allowmethods,lua,xsendfile -
 apache_modules_cgi    cgid                                           -
 apache_modules_wsgi   wsgi                                           -
+apache_modules_https  ssl,setenvif                                   -
+https_packages        openssl                                        openssl,mod_ssl
+certbot_package       certbot                                        certbot
 wsgi_package          libapache2-mod-wsgi-py3                        python3-mod_wsgi
 apache_sites_dir      /etc/apache2/sites-available                   /etc/httpd/conf.d
 apache_site_enable    a2ensite                                       -
@@ -172,7 +189,7 @@ load_distro() {
     for name in packages python demo_packages cron_package acl_package cron_daemon cron_pid_file apache_service \
             apache_ctl apache_conf_dir apache_conf_enable apache_conf_disable \
             apache_conf_enabled apache_mod_enable apache_mod_disable apache_mods_enabled \
-            apache_modules apache_modules_cgi apache_modules_wsgi wsgi_package apache_sites_dir \
+            apache_modules apache_modules_cgi apache_modules_wsgi apache_modules_https https_packages certbot_package wsgi_package apache_sites_dir \
             apache_site_enable apache_site_disable \
             apache_modules apache_pid_file apache_error_log apache_log_dir apache_sites_enabled \
             web_user web_group selinux; do
@@ -260,6 +277,123 @@ render_site_conf() {
     render "$1" PREFIX="$APP" VENV="$VENV" CONFIG="$CONFIG" RECORDINGS_ROOT="$2" \
         RECORDINGS_ACCESS="${CFG_RECORDINGS_ACCESS:-public}" \
         LOG_DIR="${D_apache_log_dir:-/var/log/apache2}"
+}
+
+# --- HTTPS: pure helpers -------------------------------------------------------------------
+
+# domain_valid NAME: a DNS name with at least one dot, lower case (it becomes a ServerName,
+# a certbot -d, a file name and a URL: nothing else may reach them).
+domain_valid() {
+    [ "${#1}" -le 253 ] && [[ $1 =~ ^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]]
+}
+
+# https_base_url NAME: what [recordings] base_url becomes (the example config's form,
+# with the trailing slash).
+https_base_url() {
+    printf 'https://%s/wav-files/\n' "$1"
+}
+
+# base_url_action CURRENT TARGET OWN...: "same" when CURRENT is TARGET already; "set" when
+# CURRENT is empty or one of install.sh's own earlier values OWN... (what step_config
+# wrote, an earlier --domain's); else "keep": the admin chose it. Trailing slashes do not
+# count (recording URLs are joined with exactly one).
+base_url_action() {
+    local current=${1%/} target=${2%/} own
+    shift 2
+    if [ "$current" = "$target" ]; then
+        echo same
+        return
+    fi
+    if [ -z "$current" ]; then
+        echo set
+        return
+    fi
+    for own in "$@"; do
+        if [ -n "$own" ] && [ "$current" = "${own%/}" ]; then
+            echo set
+            return
+        fi
+    done
+    echo keep
+}
+
+# cert_problems CERT KEY NAME: one line per reason why CERT and KEY cannot serve NAME (not
+# PEM, key not CERT's, NAME not in it, expired); nothing when they can.
+cert_problems() {
+    local cert=$1 key=$2 name=$3
+    if ! openssl x509 -in "$cert" -noout 2>/dev/null; then
+        echo "$cert is not a PEM certificate"
+        return
+    fi
+    if ! openssl pkey -in "$key" -noout 2>/dev/null; then
+        echo "$key is not a PEM private key (without a passphrase: Apache starts unattended)"
+        return
+    fi
+    if [ "$(openssl x509 -in "$cert" -noout -pubkey 2>/dev/null)" != "$(openssl pkey -in "$key" -pubout 2>/dev/null)" ]; then
+        echo "$key is not the private key of $cert"
+    fi
+    if ! openssl x509 -in "$cert" -noout -checkhost "$name" 2>/dev/null | grep -q ' does match'; then
+        echo "$cert is not for $name (its names: $(cert_names "$cert"))"
+    fi
+    if ! openssl x509 -in "$cert" -noout -checkend 0 >/dev/null 2>&1; then
+        echo "$cert has expired ($(openssl x509 -in "$cert" -noout -enddate | sed 's/^notAfter=//'))"
+    fi
+}
+
+# cert_names CERT: its DNS names (subjectAltName), else its CN.
+cert_names() {
+    local names
+    names=$(openssl x509 -in "$1" -noout -ext subjectAltName 2>/dev/null \
+        | grep -o 'DNS:[^,[:space:]]*' | sed 's/^DNS://' | paste -sd ' ' || true)
+    [ -n "$names" ] || names=$(openssl x509 -in "$1" -noout -subject -nameopt multiline 2>/dev/null \
+        | sed -n 's/^ *commonName *= *//p')
+    printf '%s\n' "${names:-none}"
+}
+
+# https_paths: CERT_FILE and KEY_FILE that Apache serves for DOMAIN: our copies of
+# --cert/--key, else certbot's live files.
+https_paths() {
+    if [ -n "$CERT_SRC" ]; then
+        CERT_FILE=$TLS_DIR/$DOMAIN.crt
+        KEY_FILE=$TLS_DIR/$DOMAIN.key
+    else
+        CERT_FILE=$LETSENCRYPT/live/$DOMAIN/fullchain.pem
+        KEY_FILE=$LETSENCRYPT/live/$DOMAIN/privkey.pem
+    fi
+}
+
+# define_if CONDITION: Define when CONDITION (a word: 1 or anything else) is 1, else UnDefine.
+define_if() {
+    if [ "$1" = 1 ]; then echo Define; else echo UnDefine; fi
+}
+
+# render_https_site TEMPLATE TLS: our virtual host for DOMAIN; TLS=1 once the certificate
+# exists (before, only certbot's port-80 challenge host). Plain HTTP on our URLs is closed
+# to other machines only once HTTPS is served, and not with --allow-http.
+render_https_site() {
+    local tls=$2 acme=0 only=0
+    [ -z "$CERT_SRC" ] && acme=1
+    [ "$tls" = 1 ] && [ "$ALLOW_HTTP" != 1 ] && only=1
+    render "$1" PREFIX="$APP" DOMAIN="$DOMAIN" HTTPS_BASE="https://$DOMAIN" \
+        CERT_FILE="$CERT_FILE" KEY_FILE="$KEY_FILE" ACME_WEBROOT="$ACME_WEBROOT" \
+        HTTPS_ONLY="$(define_if "$only")" ACME="$(define_if "$acme")" \
+        TLS="$(define_if "$tls")" HSTS="$(define_if "$HSTS")"
+}
+
+# certbot_args: CERTBOT_ARGS, the certbot command that obtains DOMAIN's certificate
+# through our port-80 host (--webroot: certbot writes the challenge into our webroot and
+# never edits a site of the host's), and reloads Apache after each renewal.
+certbot_args() {
+    local reload="$D_apache_ctl graceful"
+    [ "$INIT" = systemd ] && reload="systemctl reload $D_apache_service"
+    CERTBOT_ARGS=(certonly --non-interactive --agree-tos --webroot -w "$ACME_WEBROOT"
+        -d "$DOMAIN" --cert-name "$DOMAIN" --keep-until-expiring --deploy-hook "$reload")
+    if [ -n "$EMAIL" ]; then
+        CERTBOT_ARGS+=(--email "$EMAIL")
+    else
+        CERTBOT_ARGS+=(--register-unsafely-without-email)
+    fi
+    [ -z "$ACME_SERVER" ] || CERTBOT_ARGS+=(--server "$ACME_SERVER")
 }
 
 # snippet_name FILE: the name an asterisk/ snippet gets in /etc/asterisk (ours carry
@@ -538,6 +672,10 @@ step_packages() {
     if [ "$APACHE_MODE" = persistent ]; then
         wanted="$wanted $D_wsgi_package"     # mod_wsgi, for the daemon processes
     fi
+    if [ -n "$DOMAIN" ]; then
+        wanted="$wanted $(echo "$D_https_packages" | tr ',' ' ')"   # openssl checks the certificate
+        [ -n "$CERT_SRC" ] || wanted="$wanted $D_certbot_package"
+    fi
     wanted=$(printf '%s\n' "$wanted" | xargs)
     local missing
     # shellcheck disable=SC2086
@@ -705,7 +843,7 @@ step_config() {
     [ -f "$template" ] || die "missing $template"
     local ami_port=5038 caller_id=${CALLER_ID:-CHANGE-ME} base_url webhook_url="" \
         webhook_secret="" recordings=/var/spool/asterisk/monitor
-    base_url="http://$(hostname -f 2>/dev/null || cat /proc/sys/kernel/hostname)/wav-files/"
+    base_url=$(default_base_url)
     if [ "$MODE" = demo ]; then
         ami_port=$(free_port "$DEMO_AMI_PORT")
         caller_id=${CALLER_ID:-$DEMO_CALLER_ID}
@@ -745,7 +883,7 @@ read_config() {
     local out
     out=$(cx config get --lenient --shell --prefix CFG_ ami.host ami.port ami.username \
             ami.secret recordings.root recordings.base_url recordings.access auth.keys_file \
-            state.dir webhook.url 2> "$WORK/config.err") \
+            state.dir webhook.url https.domain https.certificate 2> "$WORK/config.err") \
         || die "$CONFIG cannot be read: $(sed 's/^config error: //' "$WORK/config.err")"
     eval "$out"
     CONFIG_PROBLEM=""
@@ -1063,7 +1201,148 @@ step_apache_conf() {
     render_site_conf "$SRC/apache/$template" "$CFG_RECORDINGS_ROOT" > "$WORK/callexchange.conf" \
         || die "cannot render apache/$template"
     APACHE_UNITS=("conf callexchange $WORK/callexchange.conf")
+    # --domain: our virtual host (with TLS once the certificate exists); without, none.
+    local site=-
+    if [ -n "$DOMAIN" ]; then
+        local tls=0
+        https_cert_ready && tls=1
+        render_https_site "$SRC/apache/callexchange-https.conf.in" "$tls" > "$WORK/$HTTPS_SITE.conf" \
+            || die "cannot render apache/callexchange-https.conf.in"
+        site=$WORK/$HTTPS_SITE.conf
+        # mod_ssl only with the certificate: loaded, it opens port 443 (ports.conf).
+        local module
+        for module in $(echo "$D_apache_modules_https" | tr ',' ' '); do
+            [ "$module" = ssl ] && [ "$tls" != 1 ] && continue
+            modules="$modules $module"
+        done
+    fi
+    APACHE_UNITS+=("site $HTTPS_SITE $site")
     apache_transaction "$modules"
+}
+
+# --- HTTPS steps ---------------------------------------------------------------------------
+
+# The certificate's files before Apache sees our virtual host: --cert/--key copied into
+# $TLS_DIR (the key root-only; a re-run copies them again if the operator's files
+# changed, e.g. after a renewal), or certbot's webroot made. Certificates are kept by
+# --uninstall.
+step_https_files() {
+    [ -n "$DOMAIN" ] || return 0
+    step https-files
+    https_paths
+    if [ -z "$CERT_SRC" ]; then
+        ensure_dir "$ACME_WEBROOT" 755 root root
+        manifest_add tree "$ACME_WEBROOT"
+        if [ "$DIR_CHANGED" = 1 ]; then
+            changed https-files "created $ACME_WEBROOT (certbot --webroot: the http-01 challenge, served for $DOMAIN only)"
+        else
+            in_place https-files "$ACME_WEBROOT for certbot's http-01 challenge"
+        fi
+        return
+    fi
+    [ -r "$CERT_SRC" ] || die "--cert $CERT_SRC: cannot read it"
+    [ -r "$KEY_SRC" ] || die "--key $KEY_SRC: cannot read it"
+    local problems
+    problems=$(cert_problems "$CERT_SRC" "$KEY_SRC" "$DOMAIN")
+    [ -z "$problems" ] || die "$(paste -sd ';' <<< "$problems" | sed 's/;/; /g'). Nothing was changed."
+    ensure_dir "$TLS_DIR" 755 root root
+    manifest_add keep "$TLS_DIR"
+    local did=""
+    install_file "$CERT_SRC" "$CERT_FILE" 644 root root
+    [ "$FILE_CHANGED" = 1 ] && did="$CERT_FILE (0644)"
+    install_file "$KEY_SRC" "$KEY_FILE" 600 root root
+    [ "$FILE_CHANGED" = 1 ] && did="${did:+$did, }$KEY_FILE (root only, 0600)"
+    if [ -n "$did" ]; then
+        APACHE_RELOAD=1     # Apache reads certificates when it (re)loads
+        changed https-files "copied $did"
+    else
+        in_place https-files "$CERT_FILE, $KEY_FILE (root only) as $CERT_SRC, $KEY_SRC"
+    fi
+}
+
+# https_cert_ready: the files Apache is to serve exist (as root: certbot's are root-only).
+https_cert_ready() {
+    [ -s "$CERT_FILE" ] && [ -s "$KEY_FILE" ]
+}
+
+# certbot: obtain DOMAIN's certificate once (our port-80 host answers the challenge, so
+# Apache must be serving it: this runs after the apache step), then serve it: our vhost
+# again, now with TLS. Renewals are certbot's own timer's (the deploy hook reloads
+# Apache); a re-run does not ask the CA again.
+step_certificate() {
+    [ -n "$DOMAIN" ] || return 0
+    step certificate
+    if [ -n "$CERT_SRC" ]; then
+        in_place certificate "$CERT_FILE: the certificate you gave (--cert); run install.sh again after renewing it"
+        return
+    fi
+    manifest_add keep "$LETSENCRYPT/live/$DOMAIN"
+    if https_cert_ready && [ -f "$LETSENCRYPT/renewal/$DOMAIN.conf" ]; then
+        in_place certificate "$CERT_FILE, renewed by certbot ($LETSENCRYPT/renewal/$DOMAIN.conf)"
+        return
+    fi
+    certbot_args
+    if ! certbot "${CERTBOT_ARGS[@]}" > "$WORK/certbot.log" 2>&1; then
+        sed 's/^/    /' "$WORK/certbot.log" | tail -n 25 >&2
+        die "certbot could not obtain a certificate for $DOMAIN (its output above; its log:" \
+            "/var/log/letsencrypt/letsencrypt.log). The CA must reach http://$DOMAIN/ on port 80" \
+            "(DNS pointing here, port 80 open). Apache goes on serving plain HTTP."
+    fi
+    https_cert_ready || die "certbot succeeded but $CERT_FILE is missing"
+    local ca="Let's Encrypt"
+    [ -z "$ACME_SERVER" ] || ca=$ACME_SERVER
+    changed certificate "obtained $CERT_FILE from $ca (certbot renews it; a deploy hook reloads Apache)"
+    APACHE_RELOAD=0
+    step_apache_conf
+    step apache
+    if [ "$APACHE_RELOAD" = 1 ]; then
+        apache_reload || die "Apache did not reload: $(cat "$WORK/reload.log")"
+        changed apache "reloaded gracefully: https://$DOMAIN/ is served"
+    fi
+}
+
+# [https] domain and certificate for `callexchange check`; [recordings] base_url
+# https://DOMAIN/wav-files/ unless the admin set it to something of their own.
+step_https_config() {
+    step https-config
+    local did="" want_domain=$DOMAIN want_cert=""
+    [ -n "$DOMAIN" ] && want_cert=$CERT_FILE
+    if [ "$CFG_HTTPS_DOMAIN" != "$want_domain" ]; then
+        cx config set https domain "$want_domain" > /dev/null
+        did="[https] domain = ${want_domain:-(empty)}"
+    fi
+    if [ "$CFG_HTTPS_CERTIFICATE" != "$want_cert" ]; then
+        cx config set https certificate "$want_cert" > /dev/null
+        did="${did:+$did, }[https] certificate = ${want_cert:-(empty)}"
+    fi
+    if [ -n "$DOMAIN" ]; then
+        local target action
+        target=$(https_base_url "$DOMAIN")
+        action=$(base_url_action "$CFG_RECORDINGS_BASE_URL" "$target" "$(default_base_url)" \
+            "$HTTP_BASE/wav-files/" "$BASE_URL_SET")
+        case $action in
+            set)
+                cx config set recordings base_url "$target" > /dev/null
+                BASE_URL_SET=$target
+                write_options
+                did="${did:+$did, }[recordings] base_url = $target" ;;
+            keep)
+                note "warning: [recordings] base_url is $CFG_RECORDINGS_BASE_URL (not install.sh's):" \
+                     "left as it is; recording URLs are https only as $target" ;;
+        esac
+    elif [ -n "$BASE_URL_SET" ] && [ "${CFG_RECORDINGS_BASE_URL%/}" = "${BASE_URL_SET%/}" ]; then
+        note "note: [recordings] base_url stays $CFG_RECORDINGS_BASE_URL (no --domain now): set it yourself"
+    fi
+    if [ -n "$did" ]; then
+        changed https-config "$CONFIG: $did"
+    elif [ -n "$DOMAIN" ]; then
+        in_place https-config "[https] domain $DOMAIN, certificate $CERT_FILE"
+    fi
+}
+
+# default_base_url: what step_config writes as [recordings] base_url on a plain install.
+default_base_url() {
+    printf 'http://%s/wav-files/\n' "$(hostname -f 2>/dev/null || cat /proc/sys/kernel/hostname)"
 }
 
 # unit_path KIND NAME / unit_enabled_path KIND NAME: where snippet NAME (kind conf: a
@@ -1659,8 +1938,14 @@ uninstall_entry() {
                 "$D_apache_conf_disable" -q "$path" >/dev/null
                 changed apache-conf "disabled $path"
             fi ;;
+        apache-site)
+            apache_changed=1
+            if [ -n "$D_apache_sites_enabled" ] && [ -e "$D_apache_sites_enabled/$path.conf" ]; then
+                "$D_apache_site_disable" -q "$path" >/dev/null
+                changed apache-conf "disabled the site $path"
+            fi ;;
         file|link)
-            case $path in "$D_apache_conf_dir"/*) apache_changed=1 ;; esac
+            case $path in "$D_apache_conf_dir"/*|"$D_apache_sites_dir"/*) apache_changed=1 ;; esac
             case $path in "$SYSTEMD_DIR"/*) units_changed=1 ;; esac
             if [ -e "$path" ] || [ -L "$path" ]; then
                 rm -f "$path"
@@ -1724,6 +2009,10 @@ uninstall() {
     fi
     echo "Kept too: the OS packages, the Apache modules and the running Apache and cron" \
          "(other sites and jobs may use them)."
+    if grep -q "^keep	$LETSENCRYPT/live/" <<< "$(printf '%s\n' "${entries[@]}")"; then
+        echo "certbot keeps renewing the kept certificate; \`certbot delete --cert-name NAME\` stops that" \
+             "(its http-01 challenge is no longer answered here)."
+    fi
 }
 
 # --- main ----------------------------------------------------------------------------------
@@ -1735,26 +2024,105 @@ load_options() {
     ASTERISK_ETC=${ASTERISK_ETC:-/etc/asterisk}
     APACHE_MODE=${OPT_APACHE_MODE:-$(option_saved apache_mode)}
     APACHE_MODE=${APACHE_MODE:-cgi}
+    load_https_options
     local agi
     agi=$(asterisk_setting directories astagidir)
     AGI_DIR=${agi:-/var/lib/asterisk/agi-bin}
+}
+
+# load_https_options: DOMAIN and what goes with it. A --domain given now brings its own
+# --email, --acme-server, --cert and --key (none of an earlier run's); without --domain the
+# saved ones stay (--no-domain drops them). --allow-http and --hsts are kept on their own.
+load_https_options() {
+    : "${OPT_DOMAIN:=}" "${OPT_EMAIL:=}" "${OPT_ACME_SERVER:=}" "${OPT_CERT:=}" "${OPT_KEY:=}" \
+      "${OPT_ALLOW_HTTP:=}" "${OPT_HSTS:=}"
+    if [ -n "$OPT_DOMAIN" ]; then
+        DOMAIN=$OPT_DOMAIN EMAIL=$OPT_EMAIL ACME_SERVER=$OPT_ACME_SERVER
+        CERT_SRC=$OPT_CERT KEY_SRC=$OPT_KEY
+        [ "$DOMAIN" = - ] && DOMAIN="" EMAIL="" ACME_SERVER="" CERT_SRC="" KEY_SRC=""
+    else
+        DOMAIN=$(option_saved domain) EMAIL=$(option_saved email)
+        ACME_SERVER=$(option_saved acme_server)
+        CERT_SRC=$(option_saved cert) KEY_SRC=$(option_saved key)
+    fi
+    ALLOW_HTTP=${OPT_ALLOW_HTTP:-$(option_saved allow_http)}
+    HSTS=${OPT_HSTS:-$(option_saved hsts)}
+    BASE_URL_SET=$(option_saved base_url_set)
+    ALLOW_HTTP=${ALLOW_HTTP:-0} HSTS=${HSTS:-0}
+    [ -z "$DOMAIN" ] || https_paths
+}
+
+# write_options: the options file, from what this run uses.
+write_options() {
+    {
+        echo "# CallExchange install.sh: the options later runs keep (a given option wins)."
+        [ "$ASTERISK_ETC" = /etc/asterisk ] || echo "asterisk_etc=$ASTERISK_ETC"
+        [ "$APACHE_MODE" = cgi ] || echo "apache_mode=$APACHE_MODE"
+        [ -z "$DOMAIN" ] || echo "domain=$DOMAIN"
+        [ -z "$EMAIL" ] || echo "email=$EMAIL"
+        [ -z "$ACME_SERVER" ] || echo "acme_server=$ACME_SERVER"
+        [ -z "$CERT_SRC" ] || echo "cert=$CERT_SRC"
+        [ -z "$KEY_SRC" ] || echo "key=$KEY_SRC"
+        [ "$ALLOW_HTTP" = 0 ] || echo "allow_http=$ALLOW_HTTP"
+        [ "$HSTS" = 0 ] || echo "hsts=$HSTS"
+        # What install.sh itself set [recordings] base_url to (a later --domain may change it).
+        [ -z "$BASE_URL_SET" ] || echo "base_url_set=$BASE_URL_SET"
+    } | install_text "$OPTIONS_FILE" 644 root root
 }
 
 # The options a re-run keeps, so that `./install.sh` after an update does what the
 # first run was told.
 step_options() {
     step options
-    {
-        echo "# CallExchange install.sh: the options later runs keep (a given option wins)."
-        [ "$ASTERISK_ETC" = /etc/asterisk ] || echo "asterisk_etc=$ASTERISK_ETC"
-        [ "$APACHE_MODE" = cgi ] || echo "apache_mode=$APACHE_MODE"
-    } | install_text "$OPTIONS_FILE" 644 root root
+    write_options
     manifest_add file "$OPTIONS_FILE"
     if [ "$FILE_CHANGED" = 1 ]; then
         changed options "$OPTIONS_FILE: $(grep -v '^#' "$OPTIONS_FILE" | paste -sd ' ' | sed 's/^$/defaults/')"
     else
         in_place options "$OPTIONS_FILE"
     fi
+}
+
+# set_https_option OPTION VALUE: --domain (lower-cased), --email, --acme-server, --cert,
+# --key (made absolute: a re-run from elsewhere must find them).
+set_https_option() {
+    local value=$2
+    case $1 in
+        --domain) OPT_DOMAIN=$(printf '%s' "$value" | tr '[:upper:]' '[:lower:]') ;;
+        --email) OPT_EMAIL=$value ;;
+        --acme-server) OPT_ACME_SERVER=$value ;;
+        --cert|--key)
+            [ -z "$value" ] || [[ $value == /* ]] || value=$PWD/$value
+            if [ "$1" = --cert ]; then OPT_CERT=$value; else OPT_KEY=$value; fi ;;
+    esac
+}
+
+# https_option_problem: what is wrong with the HTTPS options given (fails then).
+https_option_problem() {
+    if [ -n "$OPT_DOMAIN" ] && [ "$OPT_DOMAIN" != - ] && ! domain_valid "$OPT_DOMAIN"; then
+        echo "--domain must be a DNS name such as pbx1.example.com, got $OPT_DOMAIN"; return 1
+    fi
+    if { [ -n "$OPT_EMAIL" ] || [ -n "$OPT_ACME_SERVER" ] || [ -n "$OPT_CERT" ] || [ -n "$OPT_KEY" ]; } \
+            && { [ -z "$OPT_DOMAIN" ] || [ "$OPT_DOMAIN" = - ]; }; then
+        echo "--email, --acme-server, --cert and --key go with --domain NAME"; return 1
+    fi
+    if [ -n "$OPT_CERT$OPT_KEY" ] && { [ -z "$OPT_CERT" ] || [ -z "$OPT_KEY" ]; }; then
+        echo "--cert FILE and --key FILE go together"; return 1
+    fi
+    if [ -n "$OPT_CERT" ] && [ -n "$OPT_EMAIL$OPT_ACME_SERVER" ]; then
+        echo "--email and --acme-server are for certbot, not with --cert/--key"; return 1
+    fi
+    if [ -n "$OPT_EMAIL" ] && ! [[ $OPT_EMAIL =~ ^[^[:space:]@]+@[^[:space:]@]+$ ]]; then
+        echo "--email must be an address, got $OPT_EMAIL"; return 1
+    fi
+    if [ -n "$OPT_ACME_SERVER" ] && ! [[ $OPT_ACME_SERVER =~ ^https://[^[:space:]]+$ ]]; then
+        echo "--acme-server must be an https:// URL (the CA's directory), got $OPT_ACME_SERVER"; return 1
+    fi
+    local path
+    for path in "$OPT_CERT" "$OPT_KEY"; do
+        case $path in *[[:space:]\"\\]*) echo "--cert and --key paths must not contain spaces, quotes or \\"; return 1 ;; esac
+    done
+    return 0
 }
 
 # usage: the comment at the top of this file, up to its first paragraph of prose.
@@ -1769,7 +2137,8 @@ main() {
     SCRUB_ACCESS_LOG=0
     OPT_ASTERISK_ETC=""
     OPT_APACHE_MODE=""
-    local action=install
+    OPT_DOMAIN="" OPT_EMAIL="" OPT_ACME_SERVER="" OPT_CERT="" OPT_KEY="" OPT_ALLOW_HTTP="" OPT_HSTS=""
+    local action=install value
     while [ $# -gt 0 ]; do
         case $1 in
             --demo) MODE=demo ;;
@@ -1785,6 +2154,16 @@ main() {
                 OPT_ASTERISK_ETC=$2
                 shift ;;
             --asterisk-etc=*) OPT_ASTERISK_ETC=${1#--asterisk-etc=} ;;
+            --domain|--email|--acme-server|--cert|--key)
+                [ $# -ge 2 ] || { echo "install.sh: $1 needs a value" >&2; exit 2; }
+                set_https_option "$1" "$2"
+                shift ;;
+            --domain=*|--email=*|--acme-server=*|--cert=*|--key=*) set_https_option "${1%%=*}" "${1#*=}" ;;
+            --no-domain) OPT_DOMAIN=- ;;
+            --allow-http) OPT_ALLOW_HTTP=1 ;;
+            --https-only) OPT_ALLOW_HTTP=0 ;;
+            --hsts) OPT_HSTS=1 ;;
+            --no-hsts) OPT_HSTS=0 ;;
             --persistent) OPT_APACHE_MODE=persistent ;;
             --cgi) OPT_APACHE_MODE=cgi ;;
             -h|--help) usage; exit 0 ;;
@@ -1803,6 +2182,7 @@ main() {
         esac
         [ -d "$OPT_ASTERISK_ETC" ] || { echo "install.sh: --asterisk-etc $OPT_ASTERISK_ETC is not a directory" >&2; exit 2; }
     fi
+    value=$(https_option_problem) || { echo "install.sh: $value" >&2; exit 2; }
     load_options
     SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
     WORK=$(mktemp -d /tmp/callexchange-install.XXXXXX)
@@ -1834,9 +2214,12 @@ main() {
     step_asterisk_snippets
     reload_asterisk "$ASTERISK_RELOAD"
     step_selinux
+    step_https_files
     step_apache_conf
     step_scrub_access_log
     step_apache_service
+    step_certificate
+    step_https_config
     step_webhook_delivery
     if [ "$MODE" = demo ]; then
         step_demo
@@ -1861,19 +2244,21 @@ main() {
 }
 
 print_demo() {
-    local digits=${DEMO_DESTINATION#+}
+    local digits=${DEMO_DESTINATION#+} base=$HTTP_BASE
+    # With --domain the demo goes the way a CRM's requests go: over https.
+    [ -z "$DOMAIN" ] || base=https://$DOMAIN
     cat <<EOF
 
-Demo ready: Apache serves the gateway on $HTTP_BASE, the sandbox PBX answers AMI on
+Demo ready: Apache serves the gateway on $base, the sandbox PBX answers AMI on
 $CFG_AMI_HOST:$CFG_AMI_PORT, and the demo CRM logs webhooks to $DEMO_WEBHOOK_LOG.
 Demo API key (label demo; also in $DEMO_KEY_FILE):
     $DEMO_KEY
 
 Place a sandbox call (answered after a short ring, talks 5 s, then hangs up):
-    curl -sS -X POST $HTTP_BASE/api/v1/asteriskapi.pl -H 'api-key: $DEMO_KEY' -d '{"extension":"$DEMO_EXTENSION","destination":"$DEMO_DESTINATION"}'
+    curl -sS -X POST $base/api/v1/asteriskapi.pl -H 'api-key: $DEMO_KEY' -d '{"extension":"$DEMO_EXTENSION","destination":"$DEMO_DESTINATION"}'
 
 List the number's recordings (the call's appears once it has hung up):
-    curl -sS '$HTTP_BASE/recorded/v1/find_phone_files.pl?phone=$digits' -H 'api-key: $DEMO_KEY'
+    curl -sS '$base/recorded/v1/find_phone_files.pl?phone=$digits' -H 'api-key: $DEMO_KEY'
 
 Watch the connect and hangup webhooks arrive:
     tail -f $DEMO_WEBHOOK_LOG

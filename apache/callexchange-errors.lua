@@ -68,3 +68,45 @@ function json_errors(r)
     end
     return apache2.DECLINED
 end
+
+-- What each set's JSON errors say in `message` (as in errors/*/403.json).
+local MESSAGES = {
+    call = "We fail on making a call. caller : , callee : ",
+    recordings = "We fail on finding the recordings.",
+    ["wav-files"] = "We fail on fetching the recording.",
+}
+
+-- Plain HTTP on our URLs, once the gateway has an https:// name (install.sh --domain,
+-- which renders the SetEnvIf naming it into its vhost file): a JSON 403 naming the https
+-- URL for every client but this machine itself. Never a redirect: a client would follow
+-- it with a GET (a POST's body lost) or, worse, after sending its api-key in clear.
+-- Loopback (127.0.0.1, ::1) keeps plain HTTP: install.sh's own checks, local scripts.
+function https_only(r)
+    if r.is_https then
+        return apache2.DECLINED
+    end
+    local base = r.subprocess_env["CALLEXCHANGE_HTTPS_URL"]
+    if not base or base == "" then
+        return apache2.DECLINED
+    end
+    local set, path = error_set(r.uri or "")
+    if not set then
+        return apache2.DECLINED
+    end
+    local ip = r.useragent_ip or ""
+    if ip == "127.0.0.1" or ip == "::1" then
+        return apache2.DECLINED
+    end
+    -- The path goes into the reply only when it is plainly one of ours (no quote, no
+    -- backslash, nothing to escape in JSON).
+    if not path:find("^[%w%-%._~/]*$") then
+        path = "/"
+    end
+    r.status = 403
+    r.content_type = "application/json; charset=utf-8"
+    r.headers_out["Cache-Control"] = "no-store"
+    r:puts('{"status": "403 Forbidden", "icon": "error", "error": "Plain http is not '
+        .. 'served here (an api-key would cross the network in clear): use '
+        .. base .. path .. '", "message": "' .. MESSAGES[set] .. '"}')
+    return apache2.OK
+end

@@ -43,7 +43,7 @@ class _Section:
 
 class Config:
     """The whole validated configuration. Sections: ami, dial, ani, recordings, webhook,
-    auth, state, policy. `path` is the file it came from; `lines` maps (section, key) to
+    auth, state, https, policy. `path` is the file it came from; `lines` maps (section, key) to
     the line that set it, so a check made later (e.g. against phonenumbers) can name it
     too; `problems` lists the ConfigErrors of a leniently loaded file (empty otherwise)."""
 
@@ -176,6 +176,17 @@ def _path(value):
 
 def _optional_path(value):
     return _path(value) if value else ""
+
+
+def _domain(value):
+    """Empty, or the DNS name the gateway serves over HTTPS (install.sh --domain)."""
+    name = value.lower()
+    labels = name.split(".")
+    if name and (len(name) > 253 or len(labels) < 2 or not all(
+            0 < len(label) <= 63 and label.isascii() and label[0] != "-" and label[-1] != "-"
+            and all(c.isalnum() or c == "-" for c in label) for label in labels)):
+        raise ValueError("must be a DNS name such as pbx1.example.com, got %r" % value)
+    return name
 
 
 _BASE64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
@@ -330,6 +341,12 @@ SCHEMA = {
     },
     "state": {
         "dir": (_path, "/var/lib/callexchange"),
+    },
+    # Written by install.sh --domain: the name served over HTTPS and the certificate Apache
+    # presents for it (`callexchange check` reports its expiry).
+    "https": {
+        "domain": (_domain, ""),
+        "certificate": (_optional_path, ""),
     },
     "policy": {
         "allowed_types": (_number_types,

@@ -1,4 +1,5 @@
-"""`callexchange check`: the config, keys, state dir, recordings, webhook, the PBX (each
+"""`callexchange check`: the config, keys, state dir, recordings, webhook, the HTTPS
+certificate (with install.sh --domain: certificate.py), the PBX (each
 piece the gateway needs in the local Asterisk: pbx/checks.py) and the AMI login, one
 line each (`ok`, `warn` or `FAIL`)."""
 
@@ -92,6 +93,10 @@ def run_check(args):
         report("warn", "webhook: [webhook] url is empty; no events will be sent")
     from callexchange.cli import webhooks as cli_webhooks
     for level, text in cli_webhooks.check_lines(settings):  # the spool's disk
+        report(level, text)
+
+    from callexchange import certificate
+    for level, text in certificate.check_lines(settings.https):  # install.sh --domain
         report(level, text)
 
     flagged = settings.ani.flagged_file
