@@ -9,7 +9,7 @@
 #   2. ./install.sh --demo --domain    certbot obtains the certificate through pebble; our
 #      NAME --acme-server ...          vhost in sites-available, enabled; mod_ssl; the key
 #                                      root-only; [recordings] base_url https://NAME/...
-#   3. ./install.sh again              every step "already in place", 0 changes, sha256 of
+#   3. ./install.sh --demo again       every step "already in place", 0 changes, sha256 of
 #                                      everything in the manifest unchanged
 #   4. the demo curls over https       --cacert pebble's root: a call, its recording listed
 #                                      with an https URL, served whole and by Range; TLS
@@ -46,8 +46,14 @@ OUT=$(mktemp -d /tmp/cx-https.XXXXXX)
 FAILED=0
 PEBBLE_PID=""
 HOSTS_SAVED=0
-LE_EXISTED=0
-[ -e "$LE" ] && LE_EXISTED=1
+# certbot's state before the test (Debian's package ships /etc/letsencrypt/cli.ini only):
+# what the test adds there is removed at the end, test keys included.
+CERTBOT_DIRS="$LE /var/lib/letsencrypt /var/log/letsencrypt"
+certbot_paths() {
+    # shellcheck disable=SC2086
+    find $CERTBOT_DIRS 2>/dev/null | sort
+}
+certbot_paths > "$OUT/certbot-before"
 
 say() { printf '\n== %s\n' "$*"; }
 ok() { printf '   ok   %s\n' "$*"; }
@@ -117,13 +123,11 @@ cleanup() {
     if [ -z "$CRON_BEFORE" ] && [ -n "$(cron_pid)" ]; then
         service cron stop >/dev/null 2>&1 || kill "$(cron_pid)" 2>/dev/null || true
     fi
-    # The test's certificates and pebble's ACME account; all of certbot's state if there
-    # was none before.
-    if [ "$LE_EXISTED" = 0 ]; then
-        rm -rf "$LE" /var/lib/letsencrypt /var/log/letsencrypt
-    else
-        rm -rf "$LE/live/$NAME" "$LE/archive/$NAME" "$LE/renewal/$NAME.conf" "$LE/accounts/127.0.0.1:14000"
-    fi
+    # Whatever certbot made during the test (its certificates, keys, CSRs, pebble's ACME
+    # account, logs), deepest first; what was there before stays.
+    certbot_paths | comm -13 "$OUT/certbot-before" - | sort -r | while IFS= read -r path; do
+        rm -rf -- "$path"
+    done
     rm -rf "$CONFIG_DIR" "$STATE_DIR" "$LOG_DIR" "$RUN_DIR" /var/lib/callexchange-acme "$OUT"
     if [ "$status" = 0 ]; then
         echo
@@ -215,8 +219,10 @@ for _ in $(seq 1 50); do
     sleep 0.2
 done
 curl -sf --cacert "$OUT/pebble.crt" -o /dev/null "$ACME" || fail "pebble does not answer at $ACME"
-# certbot (run by install.sh, and for the renewal) trusts pebble's listener through this.
-export REQUESTS_CA_BUNDLE=$OUT/pebble.crt
+# certbot (run by install.sh, and for the renewal) trusts pebble's listener through this;
+# the system's CAs (or the bundle already set) stay in it for pip and the rest.
+cat "${REQUESTS_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}" "$OUT/pebble.crt" > "$OUT/ca-bundle.crt"
+export REQUESTS_CA_BUNDLE=$OUT/ca-bundle.crt
 cp -p /etc/hosts "$OUT/hosts.orig"
 HOSTS_SAVED=1
 printf '127.0.0.1 %s\n' "$NAME" >> /etc/hosts
@@ -240,8 +246,8 @@ base_url=$(callexchange config get recordings base_url)
 ok "certificate from pebble, vhost enabled, key 600 root, base_url $base_url"
 
 # --- 3. idempotency ---------------------------------------------------------------------------
-say "3. ./install.sh (no options: they are kept): nothing may change"
-second_run "$OUT/run2.log"
+say "3. ./install.sh --demo (no HTTPS options: they are kept): nothing may change"
+second_run "$OUT/run2.log" --demo
 grep -q "^domain=$NAME" /opt/callexchange/install-options || fail "install-options does not keep the domain"
 
 # --- 4. the demo over https -----------------------------------------------------------------------
@@ -258,6 +264,13 @@ demo_calls() {
     uniqueid=$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); assert r["status"] == "true", r; print(r["uniqueid"])' "$OUT/call.json") \
         || fail "the call's reply is not a success: $(cat "$OUT/call.json")"
     ok "a call over https: status true, uniqueid $uniqueid"
+    # Its recording is complete once the call has hung up: the demo CRM logs the webhook.
+    for _ in $(seq 1 40); do
+        grep -F "\"$uniqueid\"" "$LOG_DIR/demo-webhooks.log" 2>/dev/null | grep -q '"hangup"' && break
+        sleep 0.5
+    done
+    grep -F "\"$uniqueid\"" "$LOG_DIR/demo-webhooks.log" | grep -q '"hangup"' \
+        || fail "no hangup webhook of $uniqueid in $LOG_DIR/demo-webhooks.log"
     listed=""
     for _ in $(seq 1 40); do
         bash -c "${commands[1]/curl /curl --cacert $OUT/root.pem }" > "$OUT/list.json" 2> "$OUT/list.err" \
@@ -273,7 +286,9 @@ demo_calls() {
     size=$(stat -c %s "$OUT/recording")
     code=$(curl -sS "${CA[@]}" -H 'Range: bytes=4-11' -o "$OUT/range" -D "$OUT/range.headers" -w '%{http_code}' "$listed")
     [ "$code" = 206 ] || fail "a Range request for $listed answered $code, not 206"
-    cmp -s "$OUT/range" <(tail -c +5 "$OUT/recording" | head -c 8) || fail "the Range reply is not bytes 4-11"
+    head -c 12 "$OUT/recording" | tail -c 8 > "$OUT/range.expected"
+    cmp -s "$OUT/range" "$OUT/range.expected" \
+        || fail "the Range reply ($(od -An -tx1 "$OUT/range" | tr -s ' ')) is not bytes 4-11 of the $size-byte file ($(od -An -tx1 "$OUT/range.expected" | tr -s ' ')); headers: $(tr -d '\r' < "$OUT/range.headers" | paste -sd ' ')"
     grep -qi "^content-range: bytes 4-11/$size" "$OUT/range.headers" || fail "no Content-Range bytes 4-11/$size"
     ok "its recording listed as $listed, served over https whole and by Range (206)"
 }
@@ -327,6 +342,7 @@ for _ in $(seq 1 25); do
     sleep 0.2
 done
 [ "$after" != "$before" ] || fail "Apache still serves the old certificate ($before) after the renewal"
+sleep 5    # past [dial] dedupe_seconds: a new call, not the first one's reply again
 demo_calls
 ok "renewed: Apache serves the new certificate ($before -> $after) and the curls work"
 
