@@ -51,7 +51,7 @@ HOSTS_SAVED=0
 CERTBOT_DIRS="$LE /var/lib/letsencrypt /var/log/letsencrypt"
 certbot_paths() {
     # shellcheck disable=SC2086
-    find $CERTBOT_DIRS 2>/dev/null | sort
+    { find $CERTBOT_DIRS 2>/dev/null || true; } | sort    # (a dir certbot has not made yet)
 }
 certbot_paths > "$OUT/certbot-before"
 
