@@ -36,21 +36,25 @@ def encode(text, safe=""):
 
 def decode_bytes(text):
     """The bytes `text` stands for: each %XX one byte, every other character its UTF-8; a
-    malformed escape (`%zz`, a lone `%`) is kept as written.
+    malformed escape (`%zz`, a lone `%`) is kept as written. `text` may be bytes already
+    (a form body in its declared charset): then only the escapes change.
 
     >>> decode_bytes("a%20b%zz%")
     b'a b%zz%'
+    >>> decode_bytes(b"caf%E9 \\xe9")
+    b'caf\\xe9 \\xe9'
     """
-    if "%" not in text:
-        return text.encode("utf-8")
-    pieces = text.split("%")
-    raw = bytearray(pieces[0].encode("utf-8"))
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    if b"%" not in data:
+        return data
+    pieces = data.split(b"%")
+    raw = bytearray(pieces[0])
     for piece in pieces[1:]:
-        if is_hex(piece[:2]) and len(piece) >= 2:
+        if len(piece) >= 2 and is_hex(piece[:2].decode("latin-1")):
             raw.append(int(piece[:2], 16))
-            raw += piece[2:].encode("utf-8")
+            raw += piece[2:]
         else:
-            raw += b"%" + piece.encode("utf-8")
+            raw += b"%" + piece
     return bytes(raw)
 
 

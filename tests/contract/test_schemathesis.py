@@ -55,6 +55,11 @@ def run_schemathesis(gateway, workdir):
                "--phases", "examples,coverage,fuzzing",
                "--request-timeout", str(REQUEST_TIMEOUT),
                "--generation-database", "none",
+               # The form shapes (urlencoded and multipart) are drawn from patterns with
+               # lookaheads (a phone's 64 characters, no year 0000), which hypothesis can
+               # only meet by filtering: two form media types of three make that health
+               # check trip although every request drawn is checked as before.
+               "--suppress-health-check", "filter_too_much",
                "--workers", "1",
                "--no-color", "--report", "json", "--report-json-path", str(report)]
     result = subprocess.run(command, cwd=str(workdir), env=env, capture_output=True,

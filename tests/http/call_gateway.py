@@ -68,8 +68,9 @@ class Gateway:
         sent = dict(headers or {})
         if key is not None:
             sent["api-key"] = key
-        response = (app or self.app).post(url, params=body, headers=sent,
-                                          content_type=content_type, expect_errors=True)
+        # request(), not post(): WebTest re-encodes a multipart body handed to post().
+        response = (app or self.app).request(url, method="POST", body=body, headers=sent,
+                                             content_type=content_type, expect_errors=True)
         assert response.status_int == status, response.text
         if not expect_errors:
             # Only the operator's line about a PBX-side failure may be logged (502, 503,

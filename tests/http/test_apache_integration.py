@@ -858,3 +858,34 @@ def test_the_docs_page_and_its_script_are_served_from_this_server(gateway):
                               / "redoc.standalone.js").read_bytes()
     missing = requests.get(gateway.url + "/api/v1/docs/REDOC.md", timeout=10)
     assert missing.status_code == 403 and missing.json()["message"] == CALL_MESSAGE
+
+
+# --- multipart/form-data bodies, as PHP's curl and requests send them ----------------------
+
+def test_a_php_curl_array_places_a_call_through_apache(gateway, sandbox):
+    boundary = "------------------------abc"
+    fields = [("api-key", API_KEY), ("extension", "2001"), ("destination", "12127773481")]
+    body = b"".join(b'--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+                    % (boundary.encode(), name.encode(), value.encode())
+                    for name, value in fields) + b"--%s--\r\n" % boundary.encode()
+    response = gateway.request("POST", CALL, body, {
+        "Content-Type": "multipart/form-data; boundary=" + boundary})
+
+    assert response.status_code == 200, gateway.explain(response)
+    assert originate_for(sandbox, response.json()["uniqueid"])["Exten"] == "12127773481"
+
+
+def test_requests_multipart_fields_list_recordings_and_a_file_is_a_400(gateway,
+                                                                         recorded_call):
+    url = gateway.url + "/recorded/v1/find_phone_files.pl"
+    fields = requests.post(url, files={"phone": (None, PHONE)},
+                           headers={"api-key": API_KEY}, timeout=30)
+    upload = requests.post(url, data={"phone": PHONE}, files={"list": ("a.csv", b"1\n")},
+                           headers={"api-key": API_KEY}, timeout=30)
+
+    assert fields.status_code == 200, gateway.explain(fields)
+    (entry,) = fields.json()
+    expected_entry(entry)
+    assert upload.status_code == 400, gateway.explain(upload)
+    assert upload.headers["Content-Type"] == JSON_TYPE
+    assert upload.json()["status"] == "400 Bad Request" and "file" in upload.json()["error"]

@@ -255,11 +255,76 @@ def test_deeply_nested_json_is_a_400_not_a_crash():
     assert raised.value.status == 400 and "nested too deeply" in raised.value.error
 
 
-def test_multipart_bodies_are_refused_as_unsupported():
+def test_a_multipart_form_is_read_as_a_form():
+    body = (b"--x\r\nContent-Disposition: form-data; name=extension\r\n\r\n2001\r\n--x--")
+    params = parse_body(body, "multipart/form-data; boundary=x")
+    assert params == {"extension": "2001"}
+    from callexchange.http.jsonrpc import is_jsonrpc
+    assert not is_jsonrpc(parse_body(body.replace(b"extension", b"jsonrpc"),
+                                     "multipart/form-data; boundary=x"))
+
+
+@pytest.mark.parametrize("media_type", ["multipart/mixed", "multipart/related"])
+def test_other_multipart_bodies_are_refused_as_unsupported(media_type):
     with pytest.raises(ApiError) as raised:
         parse_body(b"--x\r\nContent-Disposition: form-data; name=extension\r\n\r\n2001\r\n--x--",
-                   "multipart/form-data; boundary=x")
-    assert raised.value.status == 415 and "multipart/form-data" in raised.value.error
+                   media_type + "; boundary=x")
+    assert raised.value.status == 415 and media_type in raised.value.error
+
+
+# --- a declared charset -------------------------------------------------------------------
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize("charset", ["ISO-8859-1", "iso-8859-1", "latin1", '"ISO-8859-1"',
+                                     "windows-1252", "cp1252", "US-ASCII"])
+def test_a_latin1_form_is_read_in_its_charset_as_browsers_do(charset):
+    # Browsers read every Latin-1 label as windows-1252: 0x80 is the euro sign.
+    body = b"msg=caf%E9+cr%E8me+%80&raw=\xe9\xa0"
+    assert parse_body(body, "%s; charset=%s" % (FORM, charset)) == \
+        {"msg": "caf\u00e9 cr\u00e8me \u20ac", "raw": "\u00e9\u00a0"}
+
+
+def test_the_bytes_windows_1252_leaves_undefined_keep_their_latin1_meaning():
+    assert parse_body(b"a=%81%8D%8F%90%9D", FORM + "; charset=windows-1252") == \
+        {"a": "\x81\x8d\x8f\x90\x9d"}
+
+
+def test_other_charsets_python_knows_are_honoured():
+    assert parse_body(b"a=%82%A0", FORM + "; charset=Shift_JIS") == {"a": "\u3042"}
+    assert parse_body(b"a=%C3%A9", FORM + "; charset=UTF-8") == {"a": "\u00e9"}
+
+
+def test_a_form_without_a_charset_is_utf8_and_bytes_that_are_not_are_a_400():
+    assert parse_body(b"a=%C3%A9", FORM) == {"a": "\u00e9"}
+    for body in (b"a=%E9", b"a=\xe9"):
+        with pytest.raises(ApiError) as raised:
+            parse_body(body, FORM)
+        assert raised.value.status == 400 and "not valid UTF-8" in raised.value.error
+
+
+def test_a_charset_field_names_the_charset_when_the_content_type_does_not():
+    assert parse_body(b"_charset_=ISO-8859-1&msg=%E9", FORM) == \
+        {"_charset_": "ISO-8859-1", "msg": "\u00e9"}
+    # The Content-Type's own charset wins.
+    assert parse_body(b"_charset_=ISO-8859-1&msg=%C3%A9", FORM + "; charset=utf-8")["msg"] == \
+        "\u00e9"
+
+
+@pytest.mark.parametrize("charset", ["klingon", "utf-16", "utf-32", "base64", "rot13",
+                                     "unicode_escape", "utf-7", "cp037"])
+def test_an_unknown_or_not_ascii_compatible_charset_is_415(charset):
+    with pytest.raises(ApiError) as raised:
+        parse_body(b"a=1", "%s; charset=%s" % (FORM, charset))
+    assert raised.value.status == 415 and "charset" in raised.value.error
+
+
+def test_a_json_body_is_utf8_whatever_charset_it_declares():
+    # RFC 8259: JSON is UTF-8; a charset on it is not read (an unknown one neither).
+    assert parse_body('{"msg": "\u00e9"}'.encode(), FORM + "; charset=ISO-8859-1") == \
+        {"msg": "\u00e9"}
+    assert parse_body(b'{"a": 1}', "application/json; charset=klingon") == {"a": 1}
 
 
 def test_form_data_is_never_jsonrpc():
