@@ -15,6 +15,19 @@ def test_json_object_is_read_whatever_the_content_type(gateway):
     assert len(gateway.originates()) == 2
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
+                                          "application/x-www-form-urlencoded"])
+def test_a_utf8_byte_order_mark_before_the_body_is_read_past(gateway, content_type):
+    # .NET's Encoding.UTF8 and Windows tools write one first; it only says "UTF-8".
+    bom = b"\xef\xbb\xbf"
+    if "json" in content_type:
+        body = bom + json.dumps(call(msg="caf\u00e9")).encode("utf-8")
+    else:
+        body = bom + b"extension=2001&destination=12127773456&msg=caf%C3%A9"
+    assert gateway.post(body, content_type=content_type).json["status"] == "true"
+    assert gateway.sandbox.actions_named("MessageSend")[0]["Body"] == "caf\u00e9"
+
+
 def test_form_encoded_body_with_legacy_names(gateway):
     body = gateway.post("+Extension+=2001&Destination=12127773456&Msg=hello%20there"
                         "&call_in_out=yes", content_type="application/x-www-form-urlencoded").json

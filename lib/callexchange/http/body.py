@@ -127,6 +127,9 @@ def media_type_charset(content_type):
     return None
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def parse_body(body, content_type):
     """The decoded body: a dict (object or form), a list (JSON-RPC batch), or {} if empty.
 
@@ -135,6 +138,10 @@ def parse_body(body, content_type):
     is read as a form, in its declared charset. Malformed JSON is a 400 that says where
     it broke.
     """
+    if body.startswith(UTF8_BOM):
+        # .NET's and Windows tools' UTF-8 writers put a byte-order mark first; it says
+        # "UTF-8" and nothing more.
+        body = body[len(UTF8_BOM):]
     if not body.strip():
         return {}
     media_type = content_type.split(";", 1)[0].strip().lower()
