@@ -2009,10 +2009,12 @@ uninstall() {
     fi
     echo "Kept too: the OS packages, the Apache modules and the running Apache and cron" \
          "(other sites and jobs may use them)."
-    if grep -q "^keep	$LETSENCRYPT/live/" <<< "$(printf '%s\n' "${entries[@]}")"; then
-        echo "certbot keeps renewing the kept certificate; \`certbot delete --cert-name NAME\` stops that" \
-             "(its http-01 challenge is no longer answered here)."
-    fi
+    local lineage
+    for lineage in $(printf '%s\n' "${entries[@]}" | sed -n "s|^keep	$LETSENCRYPT/live/\([^	/]*\)$|\1|p" | sort -u); do
+        [ -f "$LETSENCRYPT/renewal/$lineage.conf" ] || continue
+        echo "certbot goes on renewing the kept certificate of $lineage, whose http-01 challenge is" \
+             "no longer answered here: \`certbot delete --cert-name $lineage\` once you no longer need it."
+    done
 }
 
 # --- main ----------------------------------------------------------------------------------

@@ -20,8 +20,11 @@
 #                                      deploy hook's reload; the curls keep working
 #   6. callexchange check              the certificate's name and days, as root and as
 #                                      www-data (which reads what Apache serves)
+#   4b. --persistent                   the same over https from mod_wsgi daemons
 #   7. --cert/--key                    a 10-day certificate of our own: check warns
-#                                      (under 21 days), the key copy root-only; twice
+#                                      (under 21 days), the key copy root-only; twice; a
+#                                      renewed file is copied and served by the next run
+#   7b. --no-domain                    our vhost removed, plain HTTP open again
 #   8. ./install.sh --uninstall        our vhost gone, the certificates kept (and listed)
 #
 # Then it leaves the machine as it found it: pebble and Apache stopped, /etc/hosts
@@ -330,6 +333,17 @@ echo probe > /var/lib/callexchange-acme/.well-known/acme-challenge/ci-probe
 rm -f /var/lib/callexchange-acme/.well-known/acme-challenge/ci-probe
 ok "from 127.0.0.1 plain HTTP is served (400 without a key); http://$NAME/.well-known/acme-challenge/ is ours"
 
+# --- 4b. persistent mode ----------------------------------------------------------------------
+say "4b. ./install.sh --demo --persistent: the same URLs over https from mod_wsgi daemons"
+./install.sh --demo --persistent > "$OUT/persistent.log" 2>&1 || { cat "$OUT/persistent.log"; fail "install.sh --persistent failed"; }
+grep -q 'WSGIDaemonProcess callexchange' /etc/apache2/conf-available/callexchange.conf || fail "not the mod_wsgi snippet"
+sleep 5    # past [dial] dedupe_seconds: a new call, not the first one's reply again
+demo_calls
+code=$(curl -sS --interface 127.0.0.2 -X POST -d '{}' -o "$OUT/plain.json" -w '%{http_code}' http://127.0.0.1/api/v1/asteriskapi.pl)
+[ "$code" = 403 ] || fail "persistent mode: plain HTTP from 127.0.0.2 answered $code, not 403"
+./install.sh --demo --cgi > "$OUT/cgi.log" 2>&1 || { cat "$OUT/cgi.log"; fail "install.sh --cgi failed"; }
+ok "persistent mode serves the same https URLs and refuses plain HTTP the same way; back to CGI"
+
 # --- 5. renewal ---------------------------------------------------------------------------------
 say "5. certbot renew --force-renewal through pebble"
 before=$(served_serial)
@@ -377,6 +391,28 @@ code=$(curl -sS "${CA[@]}" -o /dev/null -w '%{http_code}' -X POST "https://$NAME
 [ "$code" = 400 ] || fail "https with our own certificate answered $code, not 400"
 ok "the copies in $CONFIG_DIR/tls (key 600 root) are served; check warns: 9 days left"
 second_run "$OUT/own2.log" --demo
+# The operator renews their certificate: a re-run copies it and reloads Apache.
+before=$(served_serial)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 60 \
+    -keyout "$OUT/own.key" -out "$OUT/own.crt" -subj "/CN=$NAME" -addext "subjectAltName=DNS:$NAME" \
+    > "$OUT/openssl.log" 2>&1 || fail "openssl could not make the renewed certificate"
+./install.sh --demo > "$OUT/own3.log" 2>&1 || { cat "$OUT/own3.log"; fail "the run after the renewal failed"; }
+grep -E '^\[(https-files|apache)\]' "$OUT/own3.log" | indent
+after=$(served_serial)
+[ "$after" != "$before" ] || fail "the renewed certificate is not served ($before)"
+grep -q "ok   https: $NAME: certificate for $NAME, 59 days to expiry" "$OUT/own3.log" || fail "check does not see the renewed certificate"
+ok "a renewed --cert file is copied and served by the next run ($before -> $after); check: 59 days"
+
+# --- 7b. back to plain HTTP ---------------------------------------------------------------------
+say "7b. ./install.sh --demo --no-domain: our vhost goes, plain HTTP is open again"
+./install.sh --demo --no-domain > "$OUT/nodomain.log" 2>&1 || { cat "$OUT/nodomain.log"; fail "install.sh --no-domain failed"; }
+grep -E '^\[(apache-conf|https-config)\]|base_url' "$OUT/nodomain.log" | indent
+[ -e "$SITE" ] || [ -L "$SITE_ENABLED" ] && fail "our vhost is still there after --no-domain"
+code=$(curl -sS --interface 127.0.0.2 -X POST -d '{}' -o /dev/null -w '%{http_code}' http://127.0.0.1/api/v1/asteriskapi.pl)
+[ "$code" = 400 ] || fail "after --no-domain plain HTTP from 127.0.0.2 answered $code, not the endpoint's 400"
+[ -z "$(callexchange config get https domain)" ] || fail "[https] domain is still set"
+grep -q "^domain=" /opt/callexchange/install-options && fail "install-options still has a domain"
+ok "vhost removed, plain HTTP served to everyone again, [https] emptied"
 
 # --- 8. uninstall ---------------------------------------------------------------------------------
 say "8. ./install.sh --uninstall: our vhost goes, the certificates stay"

@@ -163,3 +163,15 @@ def test_callexchange_check_without_a_domain_has_no_https_line(tmp_path):
     result = run_check(tmp_path, "")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "https:" not in result.stdout
+
+
+def test_the_warning_says_what_renews_the_certificate():
+    soon = NOW + 5 * DAY
+    [(_, certbot)] = certificate.expiry_lines(
+        "a.test", ("a.test",), soon, NOW, "f",
+        hint=certificate.renewal_hint("/etc/letsencrypt/live/a.test/fullchain.pem"))
+    [(_, own)] = certificate.expiry_lines(
+        "a.test", ("a.test",), soon, NOW, "f",
+        hint=certificate.renewal_hint("/etc/callexchange/tls/a.test.crt"))
+    assert certbot.endswith("(under 21: is certbot's renewal failing? certbot renew --dry-run)")
+    assert own.endswith("(under 21: renew it, then run install.sh again: it copies the new files)")

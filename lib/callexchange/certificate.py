@@ -103,10 +103,18 @@ def covers(pattern, name):
     return pattern == name
 
 
-def expiry_lines(domain, names, not_after, now, source, warn_days=WARN_DAYS):
+def renewal_hint(path):
+    """What renews the certificate at `path`: certbot's, or the operator's own."""
+    if "/letsencrypt/" in path:
+        return "is certbot's renewal failing? certbot renew --dry-run"
+    return "renew it, then run install.sh again: it copies the new files"
+
+
+def expiry_lines(domain, names, not_after, now, source, warn_days=WARN_DAYS, hint=""):
     """`callexchange check`'s lines for the certificate of `domain` read from `source`:
     FAIL when it does not cover the name or has expired, warn under `warn_days` days
-    left, else ok; each naming the certificate's names and its days to expiry."""
+    left (with `hint`: what renews it), else ok; each naming the certificate's names and
+    its days to expiry."""
     days = int((not_after - now) // DAY)
     until = time.strftime("%Y-%m-%d", time.gmtime(not_after))
     shown = ", ".join(names) or "no name"
@@ -116,12 +124,11 @@ def expiry_lines(domain, names, not_after, now, source, warn_days=WARN_DAYS):
                       % (source, shown, domain)))
     if not_after <= now:
         lines.append(("FAIL", "https: the certificate %s for %s expired on %s: clients refuse "
-                      "it (certbot renew, or install.sh --cert with a new one)"
-                      % (source, shown, until)))
+                      "it%s" % (source, shown, until, " (%s)" % hint if hint else "")))
     elif days < warn_days:
         lines.append(("warn", "https: the certificate %s for %s expires in %d day(s), on %s "
-                      "(under %d: is certbot's renewal failing? certbot renew --dry-run)"
-                      % (source, shown, days, until, warn_days)))
+                      "(under %d%s)" % (source, shown, days, until, warn_days,
+                                        ": %s" % hint if hint else "")))
     elif not lines:
         lines.append(("ok", "https: %s: certificate for %s, %d days to expiry (%s; %s)"
                       % (domain, shown, days, until, source)))
@@ -152,4 +159,4 @@ def check_lines(https, now=None):
         return [("FAIL", "https: the certificate %s does not exist" % path)]
     except (OSError, CertificateError) as error:
         return [("FAIL", "https: %s: %s" % (path, error))]
-    return expiry_lines(https.domain, names, not_after, now, source)
+    return expiry_lines(https.domain, names, not_after, now, source, hint=renewal_hint(path))
