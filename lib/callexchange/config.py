@@ -185,7 +185,7 @@ def _domain(value):
     if name and (len(name) > 253 or len(labels) < 2 or not all(
             0 < len(label) <= 63 and label.isascii() and label[0] != "-" and label[-1] != "-"
             and all(c.isalnum() or c == "-" for c in label) for label in labels)):
-        raise ValueError("must be a DNS name such as pbx1.example.com, got %r" % value)
+        raise ValueError("must be a DNS name such as pbx1.example.com")
     return name
 
 
