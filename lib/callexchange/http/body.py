@@ -20,9 +20,9 @@ _ASCII_PROBE = "".join(map(chr, range(32, 127))) + "\\x41\\u0041"
 # a CRM whose page says ISO-8859-1 sends a euro sign as 0x80.
 _WINDOWS_1252 = ("iso8859-1", "ascii", "cp1252")
 # windows-1252 as browsers decode it: Latin-1 but for 0x80-0x9F; the five bytes Python's
-# cp1252 leaves undefined keep their Latin-1 meaning, as there.
-_CP1252_OVER_LATIN1 = {b: bytes([b]).decode("cp1252", "ignore") or chr(b)
-                       for b in range(0x80, 0xA0)}
+# cp1252 leaves undefined keep their Latin-1 meaning, as there. Made on first use (the
+# codec is one more import for every request otherwise).
+_CP1252_OVER_LATIN1 = {}
 
 
 class FormParams(dict):
@@ -106,6 +106,9 @@ def form_codec(label):
 
 def _decode(data, codec):
     if codec == "cp1252":
+        if not _CP1252_OVER_LATIN1:
+            _CP1252_OVER_LATIN1.update((b, bytes([b]).decode("cp1252", "ignore") or chr(b))
+                                       for b in range(0x80, 0xA0))
         return data.decode("latin-1").translate(_CP1252_OVER_LATIN1)
     try:
         return data.decode(codec)
