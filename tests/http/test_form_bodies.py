@@ -143,6 +143,14 @@ def test_an_unknown_form_charset_is_415_in_the_legacy_shape_on_both_endpoints(
     assert reply["icon"] == "error" and "utf-16" in reply["error"]
 
 
+def test_a_latin1_form_on_find_phone_files_with_no_break_spaces(recordings_gateway):
+    # %A0 is a no-break space in Latin-1: a number as a European CRM formats it.
+    url = recordings_gateway.recording("20240703", uniqueid="1720000000.9")
+    assert [entry["url"] for entry in recordings_gateway.post(
+        b"phone=%2B1%A0212%A0777%A03456", content_type=FORM + "; charset=ISO-8859-1")] == [url]
+
+
+
 # --- the email package is imported for multipart bodies only ---------------------------------
 
 IMPORT_PROBE = r"""

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 
-_PHONE_PUNCTUATION = frozenset(" -.()/\u00a0")
+from callexchange.phone import read_number
 
 
 class NotAPhoneNumber(ValueError):
@@ -189,7 +189,8 @@ def known_region(code):
 
 
 def split_destination(text):
-    """Digits of a destination and whether it was written internationally.
+    """Digits of a destination and whether it was written internationally (which
+    characters a number may hold is callexchange.phone's, for both endpoints).
 
     >>> split_destination("+49 (30) 901820")
     ('4930901820', True)
@@ -200,13 +201,11 @@ def split_destination(text):
     >>> split_destination("000")      # Australia's emergency number, not 00 + "0"
     ('000', False)
     """
-    text = text.strip()
-    explicit = text.startswith("+")
-    body = text[1:] if explicit else text
-    if not body or not all(c.isdigit() and c.isascii() or c in _PHONE_PUNCTUATION for c in body):
+    read = read_number(text)
+    if read is None:
         raise NotAPhoneNumber("destination must be a phone number: digits, optionally "
-                              "with a leading + or 00, got %r" % text)
-    digits = "".join(c for c in body if c.isdigit())
+                              "with a leading + or 00, got %r" % text.strip())
+    digits, explicit = read
     # 00 is an international prefix unless a 0 follows: no calling code starts with 0.
     if not explicit and digits.startswith("00") and not digits.startswith("000"):
         digits, explicit = digits[2:], True
@@ -253,8 +252,8 @@ def analyze(destination, default_region, carrier_cache_dir=None):
         # country code phonenumbers guessed in front of them (07911123456 read in the US
         # is not 107911123456). What is sent as is may be a short number: say which.
         dial_digits = digits
-        typed = None if destination.strip().startswith("+") else \
-            "".join(c for c in destination if c.isdigit())
+        as_typed, plus = read_number(destination)
+        typed = None if plus else as_typed
         service = service_number(digits, default_region, typed, carrier_cache_dir)
     number_type = util.number_type(number) if valid else util.PhoneNumberType.UNKNOWN
     carrier = ""

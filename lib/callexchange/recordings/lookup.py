@@ -8,6 +8,7 @@ through the index (`recordings.index`, never walked per request) and `recordings
 
 from callexchange.errors import ApiError, ServerConfigError, report, status_line
 from callexchange.params import check_no_control, is_blank, text_field
+from callexchange.phone import read_number
 from callexchange.statedir import StateDir
 from callexchange.recordings.names import (DIGITS, PHONE_MAX, PHONE_MIN, is_uniqueid,
                                            number_digits, recording_url,
@@ -31,11 +32,15 @@ class Query:
 
 
 def phone_field(params):
+    """The phone's digits: its characters read as the call endpoint reads a destination
+    (callexchange.phone), then a leading 00 dropped as in recording names
+    (names.number_digits), so that the two compare."""
     text = text_field(params, "phone", max_chars=64)
-    digits = number_digits(text or "")
+    read = read_number(text or "")
+    digits = None if read is None else number_digits(read[0])
     if digits is None or not PHONE_MIN <= len(digits) <= PHONE_MAX:
         raise ApiError(400, "Field 'phone' must be a phone number of %d to %d digits "
-                            "(+, 00, spaces, dashes, dots, brackets allowed)"
+                            "(a leading + or 00, spaces, dashes, dots, brackets allowed)"
                        % (PHONE_MIN, PHONE_MAX), field="phone")
     return digits
 
