@@ -889,3 +889,30 @@ def test_requests_multipart_fields_list_recordings_and_a_file_is_a_400(gateway,
     assert upload.status_code == 400, gateway.explain(upload)
     assert upload.headers["Content-Type"] == JSON_TYPE
     assert upload.json()["status"] == "400 Bad Request" and "file" in upload.json()["error"]
+
+
+def test_libcurls_own_multipart_places_a_call_and_lists_recordings(gateway, sandbox,
+                                                                   recorded_call):
+    # `curl --form-string` is libcurl's MIME encoder, the one PHP's curl extension uses for
+    # CURLOPT_POSTFIELDS => array(...): its boundary, its part headers, its Expect.
+    import subprocess
+
+    def curl(path, *fields):
+        arguments = ["curl", "-sS", "--max-time", "30", "-w", "\n%{http_code}"]
+        for field in fields:
+            arguments += ["--form-string", field]
+        done = subprocess.run(arguments + [gateway.url + path], capture_output=True,
+                              text=True, timeout=60, check=True)
+        body, _, status = done.stdout.rpartition("\n")
+        return int(status), json.loads(body)
+
+    status, reply = curl(CALL, "api-key=" + API_KEY, "extension=2001",
+                         "destination=+1 212 777 3482",
+                         "notes=" + "x" * 1500)   # over 1 KiB: curl sends Expect: 100-continue
+    assert status == 200, reply
+    assert originate_for(sandbox, reply["uniqueid"])["Exten"] == "12127773482"
+    status, entries = curl("/recorded/v1/find_phone_files.pl", "api-key=" + API_KEY,
+                           "phone=" + PHONE)
+    assert status == 200
+    (entry,) = entries
+    expected_entry(entry)
