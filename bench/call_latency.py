@@ -16,7 +16,9 @@ workers as www-data), started once and both up for the whole run:
     floor          bench/baseline/floor.wsgi: reads the body, answers a fixed JSON reply,
                    in a daemon process group of the same processes and threads
 
-The sandbox PBX runs in this process. wrk (its Lua script: bench/call_load.lua) sends the
+The sandbox PBX runs in this process; it answers and counts every Originate but does not
+play the calls unless --play-calls (a thread per call for ~5 s: thousands of them here,
+taking the CPU the Apaches need). wrk (its Lua script: bench/call_load.lua) sends the
 legacy sample request with a destination and extension of its own for every request, so
 neither the double-click rule nor a per-destination limit ever refuses one; the key has no
 policy limits. For each target and concurrency: a warm-up, then `--seconds` of load; p50
@@ -25,11 +27,16 @@ shown to have placed a call: the sandbox's Originates during the cell must equal
 Apache logged for the target's URL, with no other status, and every reply wrk read must
 be a 200 saying "status": "true". At the end, the caller-ID ledger must hold exactly one
 count per call the gateway placed. Peak RSS: one CGI process run directly under GNU time
-(the larger of three), and the largest VmHWM of the gateway's daemon processes.
+(the larger of three), and the largest VmHWM of the gateway's daemon processes. For the
+mod_wsgi targets, the CPU ms per request of the daemons, Apache's workers, this process
+(the sandbox) and wrk, from /proc. --profile-daemon DIR adds the target `profiled`: the
+gateway under cProfile in its own daemon processes (bench/baseline/profiled.wsgi), the
+merged statistics printed and written to DIR/daemon.pstats.
 
     .venv/bin/python bench/call_latency.py                  # 3 runs at c=1,8,32, ~6 min
     .venv/bin/python bench/call_latency.py --quick          # smoke run (CI), ~30 s
     .venv/bin/python bench/call_latency.py --runs 1 --levels 8 --json out.json
+    .venv/bin/python bench/call_latency.py --runs 1 --targets persistent --profile-daemon prof
 
 Needs (Debian): apache2, libapache2-mod-wsgi-py3, wrk, libcgi-pm-perl, time. See
 docs/benchmarks.md for the figures and how to read them.
@@ -307,6 +314,32 @@ def drain(apache, sandbox, limit=120.0):
     return settle(sandbox)
 
 
+def cpu_seconds(apache):
+    """CPU seconds (user + system) used so far by the processes of a mod_wsgi Apache, by
+    part: "daemon" (the gateway's daemon processes), "floor" (the floor's), "apache" (the
+    rest: its workers), "bench" (this process: the sandbox PBX) and "wrk" (the children
+    this process waited for)."""
+    import resource
+
+    tick = os.sysconf("SC_CLK_TCK")
+    parts = collections.Counter()
+    for pid in apache_server._session_members(apache.process.pid):  # noqa: SLF001
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                name = handle.read().split(b"\0")[0]
+            with open("/proc/%d/stat" % pid) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        part = ("daemon" if name.startswith(b"(wsgi:callexch") else
+                "floor" if name.startswith(b"(wsgi:bench") else "apache")
+        parts[part] += (int(fields[11]) + int(fields[12])) / tick
+    for part, who in (("bench", resource.RUSAGE_SELF), ("wrk", resource.RUSAGE_CHILDREN)):
+        usage = resource.getrusage(who)
+        parts[part] = usage.ru_utime + usage.ru_stime
+    return parts
+
+
 def measure(wrk, target, apache, logs, sandbox, concurrency, args, offset):
     url = apache.url + target.path
     warm_from = sandbox.count("Originate")
@@ -314,7 +347,14 @@ def measure(wrk, target, apache, logs, sandbox, concurrency, args, offset):
     warmup_originates = drain(apache, sandbox) - warm_from
     logs.mark()
     before = sandbox.count("Originate")
+    cpu_before = cpu_seconds(apache) if target.apache == "wsgi" else None
     stats = run_wrk(wrk, url, concurrency, args.seconds, offset + 1, args.keep_alive)
+    if cpu_before is not None and stats["requests"]:
+        # What one request cost each part, in CPU ms (a CGI's own processes are gone
+        # before they can be read: none for the cgi Apache).
+        cpu_after = cpu_seconds(apache)
+        stats["cpu_ms"] = {part: (cpu_after[part] - cpu_before[part]) * 1000.0
+                           / stats["requests"] for part in cpu_after}
     after = drain(apache, sandbox)
     statuses = logs.statuses(target.path)
     stats.update(target=target.name, concurrency=concurrency, originates=after - before,
@@ -640,7 +680,18 @@ def summarise(cells, args):
             "persistent", "floor", "rps", concurrency)
         ratios["cgi/persistent p50 @%d" % concurrency] = ratio(
             "cgi", "persistent", "p50_ms", concurrency)
-    return {"figures": figures, "ratios": {k: v for k, v in ratios.items() if v is not None}}
+    cpu = {}
+    for (name, concurrency), rows in sorted(by.items()):
+        rows = [r for r in rows if r.get("cpu_ms")]
+        if rows:
+            own = "floor" if name == "floor" else "daemon"
+            cpu["%s c=%d" % (name, concurrency)] = {
+                ("daemon" if part == own else part): statistics.median(r["cpu_ms"][part]
+                                                                       for r in rows)
+                for part in rows[0]["cpu_ms"]
+                if part in (own, "apache", "bench", "wrk")}
+    return {"figures": figures, "ratios": {k: v for k, v in ratios.items() if v is not None},
+            "cpu": cpu}
 
 
 def report(summary, memory, runs_load, ledger, args):
@@ -654,6 +705,13 @@ def report(summary, memory, runs_load, ledger, args):
             if row:
                 print("%-14s %4d %10.2f %10.2f %10.1f" % (
                     target.name, concurrency, row["p50_ms"], row["p99_ms"], row["rps"]))
+    if summary.get("cpu"):
+        print()
+        print("CPU ms per request (medians over runs; daemon: the gateway's daemon processes "
+              "or the floor's, apache: its workers, bench: this process, the sandbox PBX)")
+        for key, parts in summary["cpu"].items():
+            print("%-20s %s" % (key, "  ".join("%s %.3f" % (part, value)
+                                               for part, value in sorted(parts.items()))))
     print()
     for name, value in summary["ratios"].items():
         print("%-34s %6.2f" % (name, value))
