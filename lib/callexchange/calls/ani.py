@@ -212,6 +212,9 @@ class _Committer:
 
 _COMMITTERS = {}
 _COMMITTERS_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    # A child forked while a thread of its parent led a batch would wait for it forever.
+    os.register_at_fork(after_in_child=_COMMITTERS.clear)
 
 
 def _committer(directory):
