@@ -28,50 +28,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-MANIFEST=/opt/callexchange/install-manifest
-CONFIG_DIR=/etc/callexchange
-STATE_DIR=/var/lib/callexchange
-LOG_DIR=/var/log/callexchange
-RUN_DIR=/run/callexchange
+# shellcheck source=.ci/host-check.sh
+. .ci/host-check.sh
 APACHE_CONF=/etc/apache2/conf-available/callexchange.conf
 BROKEN_SNIPPET=/etc/apache2/conf-enabled/zz-callexchange-ci-broken.conf
-OUT=$(mktemp -d /tmp/cx-install-check.XXXXXX)
-FAILED=0
 MADE_ASTERISK_USER=0
 
-say() { printf '\n== %s\n' "$*"; }
-ok() { printf '   ok   %s\n' "$*"; }
-warn() { printf '   WARN %s\n' "$*"; }
-fail() {
-    printf '   FAIL %s\n' "$*"
-    FAILED=1
-    exit 1
-}
-
-if [ "$(id -u)" != 0 ]; then
-    echo ".ci/install-check.sh: run as root (it installs into /opt, /etc and Apache)" >&2
-    exit 2
-fi
-if [ "${CI:-}" != true ] && [ "${1:-}" != --disposable-machine ]; then
-    echo ".ci/install-check.sh installs, breaks and uninstalls CallExchange on THIS machine." >&2
-    echo "Run it in CI (CI=true) or with --disposable-machine." >&2
-    exit 2
-fi
-for path in "$MANIFEST" "$CONFIG_DIR" "$STATE_DIR"; do
-    if [ -e "$path" ]; then
-        echo ".ci/install-check.sh: $path exists: CallExchange is installed or configured here;" \
-             "refusing to test on top of it" >&2
-        exit 2
-    fi
-done
+refuse_unless_disposable .ci/install-check.sh "installs, breaks and uninstalls CallExchange" \
+    "${1:-}"
+OUT=$(mktemp -d /tmp/cx-install-check.XXXXXX)
 
 # Without systemd, install.sh runs the webhook timer's job from /etc/cron.d and starts
 # cron if it is not running; this check stops it again if it was not running before.
-cron_pid() {
-    local pid
-    pid=$(cat /run/crond.pid 2>/dev/null || true)
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
-}
 CRON_BEFORE=$(cron_pid)
 
 apache_pid() {

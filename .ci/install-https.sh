@@ -36,17 +36,12 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 NAME=pbx1.callexchange.test
-MANIFEST=/opt/callexchange/install-manifest
-CONFIG_DIR=/etc/callexchange
-STATE_DIR=/var/lib/callexchange
-LOG_DIR=/var/log/callexchange
-RUN_DIR=/run/callexchange
+# shellcheck source=.ci/host-check.sh
+. .ci/host-check.sh
 SITE=/etc/apache2/sites-available/callexchange-https.conf
 SITE_ENABLED=/etc/apache2/sites-enabled/callexchange-https.conf
 LE=/etc/letsencrypt
 ACME=https://127.0.0.1:14000/dir
-OUT=$(mktemp -d /tmp/cx-https.XXXXXX)
-FAILED=0
 PEBBLE_PID=""
 HOSTS_SAVED=0
 # certbot's state before the test (Debian's package ships /etc/letsencrypt/cli.ini only):
@@ -56,41 +51,16 @@ certbot_paths() {
     # shellcheck disable=SC2086
     { find $CERTBOT_DIRS 2>/dev/null || true; } | sort    # (a dir certbot has not made yet)
 }
-certbot_paths > "$OUT/certbot-before"
 
-say() { printf '\n== %s\n' "$*"; }
-ok() { printf '   ok   %s\n' "$*"; }
-fail() {
-    printf '   FAIL %s\n' "$*"
-    FAILED=1
-    exit 1
-}
-indent() { sed 's/^/   | /'; }
-
-if [ "$(id -u)" != 0 ]; then
-    echo ".ci/install-https.sh: run as root (it installs into /opt, /etc and Apache)" >&2
-    exit 2
-fi
-if [ "${CI:-}" != true ] && [ "${1:-}" != --disposable-machine ]; then
-    echo ".ci/install-https.sh installs CallExchange with HTTPS on THIS machine and edits /etc/hosts." >&2
-    echo "Run it in CI (CI=true) or with --disposable-machine." >&2
-    exit 2
-fi
-for path in "$MANIFEST" "$CONFIG_DIR" "$STATE_DIR" "$LE/live/$NAME" "$LE/renewal/$NAME.conf"; do
-    if [ -e "$path" ]; then
-        echo ".ci/install-https.sh: $path exists: refusing to test on top of it" >&2
-        exit 2
-    fi
-done
+refuse_unless_disposable .ci/install-https.sh \
+    "installs CallExchange with HTTPS and edits /etc/hosts" "${1:-}" \
+    "$LE/live/$NAME" "$LE/renewal/$NAME.conf"
 for tool in pebble certbot openssl curl; do
     command -v "$tool" > /dev/null || { echo ".ci/install-https.sh: $tool is not installed (.ci/run's apt line)" >&2; exit 2; }
 done
+OUT=$(mktemp -d /tmp/cx-https.XXXXXX)
+certbot_paths > "$OUT/certbot-before"
 
-cron_pid() {
-    local pid
-    pid=$(cat /run/crond.pid 2>/dev/null || true)
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
-}
 CRON_BEFORE=$(cron_pid)
 
 cleanup() {

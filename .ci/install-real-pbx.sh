@@ -28,11 +28,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-MANIFEST=/opt/callexchange/install-manifest
-CONFIG_DIR=/etc/callexchange
-STATE_DIR=/var/lib/callexchange
-LOG_DIR=/var/log/callexchange
-RUN_DIR=/run/callexchange
+# shellcheck source=.ci/host-check.sh
+. .ci/host-check.sh
 # install.sh's default [ami] port: the PBX listens there, as a stock Asterisk does.
 AMI_PORT=5038
 CALLER_ID=4930123456
@@ -40,36 +37,12 @@ AGENT=2101
 LEAD=+4930901820            # agent first; the dialer call dials LEAD2: the same number
 LEAD2=+4930901821           # again within [dial] dedupe_seconds would be a double-click
 TALK=3                      # seconds the fake carrier's lead talks (after Answer) before hanging up
-FAILED=0
 MADE_ASTERISK_USER=0
 ASTERISK_PID=""
 CRM_PID=""
 
-say() { printf '\n== %s\n' "$*"; }
-ok() { printf '   ok   %s\n' "$*"; }
-fail() {
-    printf '   FAIL %s\n' "$*"
-    FAILED=1
-    exit 1
-}
-indent() { sed 's/^/   | /'; }
-
-if [ "$(id -u)" != 0 ]; then
-    echo ".ci/install-real-pbx.sh: run as root (it installs into /opt, /etc and Apache)" >&2
-    exit 2
-fi
-if [ "${CI:-}" != true ] && [ "${1:-}" != --disposable-machine ]; then
-    echo ".ci/install-real-pbx.sh installs and uninstalls CallExchange on THIS machine and" >&2
-    echo "runs an Asterisk as root. Run it in CI (CI=true) or with --disposable-machine." >&2
-    exit 2
-fi
-for path in "$MANIFEST" "$CONFIG_DIR" "$STATE_DIR"; do
-    if [ -e "$path" ]; then
-        echo ".ci/install-real-pbx.sh: $path exists: CallExchange is installed or configured here;" \
-             "refusing to test on top of it" >&2
-        exit 2
-    fi
-done
+refuse_unless_disposable .ci/install-real-pbx.sh \
+    "installs and uninstalls CallExchange and runs an Asterisk as root" "${1:-}"
 if (exec 3<>"/dev/tcp/127.0.0.1/$AMI_PORT") 2>/dev/null; then
     echo ".ci/install-real-pbx.sh: something listens on 127.0.0.1:$AMI_PORT (install.sh's default" \
          "AMI port, where this PBX must listen); stop it first" >&2
@@ -98,11 +71,6 @@ PBX_VAR=$OUT/var
 RECORDINGS=$OUT/recordings
 WEBHOOK_LOG=$OUT/webhooks.log
 
-cron_pid() {
-    local pid
-    pid=$(cat /run/crond.pid 2>/dev/null || true)
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
-}
 CRON_BEFORE=$(cron_pid)
 
 # ast COMMAND: `asterisk -rx COMMAND` on this PBX (its control socket, as root).
