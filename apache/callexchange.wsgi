@@ -6,7 +6,8 @@ mod_wsgi; so the application is made on the first request, one per config path. 
 follows edits of the config and the keys file without an Apache reload
 (callexchange.http.persistent). Calls reach Asterisk over one long-lived AMI connection
 of this daemon process (pbx.persistent), which follows `[ami]` edits too and is logged
-off when the process exits.
+off when the process exits. The daemon imports this file when it starts
+(WSGIImportScript), so phonenumbers' metadata is loaded before the first call.
 """
 import atexit
 import os
@@ -15,9 +16,14 @@ import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), os.pardir, "lib"))
 
+from callexchange.calls import numbers  # noqa: E402
 from callexchange.http.app import create_app  # noqa: E402
 from callexchange.http.persistent import PersistentApp  # noqa: E402
 from callexchange.pbx.persistent import PersistentAmi  # noqa: E402
+
+# Imported at the daemon's start (WSGIImportScript): phonenumbers' metadata is loaded
+# now, so that no call's deadline pays for it.
+numbers.known_region("US")
 
 _apps = {}
 _lock = threading.Lock()
