@@ -107,6 +107,20 @@ def test_release_gives_a_reservation_back(tmp_path):
     assert ledger.reserve(POOL, frozenset(), 200)[0] == "111111"
 
 
+def test_release_after_midnight_gives_back_the_day_it_was_counted_on(tmp_path):
+    # A call counted at 23:59:59 whose Originate fails after midnight: yesterday's count
+    # goes down, today's is left alone.
+    now = [time.mktime((2024, 7, 1, 23, 59, 59, 0, 0, -1))]
+    ledger = AniLedger(str(tmp_path), clock=lambda: now[0])
+    reserved = ledger.reserve(("111111",), frozenset(), 200)
+    assert (tuple(reserved), reserved.day) == (("111111", True), "2024-07-01")
+    now[0] += 2
+    ledger.reserve(("111111",), frozenset(), 200)   # today's first call
+    ledger.release(reserved[0], reserved.day)
+    assert ledger.usage("2024-07-01") == {"111111": 0}
+    assert ledger.usage() == {"111111": 1}
+
+
 def test_release_never_goes_below_zero(tmp_path):
     ledger = AniLedger(str(tmp_path))
     ledger.release("111111")

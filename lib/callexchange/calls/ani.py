@@ -107,7 +107,7 @@ class AniLedger:
     def reserve(self, candidates, flagged, daily_limit):
         """Choose a caller ID and count the call against it, atomically and durably (with
         the other threads of this process that ask meanwhile: see above). Returns
-        (number, clean)."""
+        (number, clean), a `Reserved` whose `day` is the day the call was counted on."""
         wanted = _Reservation(self, candidates, flagged, daily_limit)
         _committer(self.directory).commit(wanted)
         return wanted.result
@@ -126,17 +126,19 @@ class AniLedger:
             number, clean = choose_caller_id(wanted.candidates, counts, wanted.flagged,
                                              wanted.daily_limit)
             counts[number] = counts.get(number, 0) + 1
-            chosen.append((number, clean))
+            chosen.append(Reserved(number, clean, day))
         for day, counts in days.items():
             self._write(day, counts)
         for wanted, result in zip(batch, chosen):
             wanted.result = result
 
-    def release(self, number):
-        """Take back a reservation whose call was never placed (Asterisk refused or was down)."""
+    def release(self, number, day=None):
+        """Take back a reservation whose call was never placed (Asterisk refused or was
+        down), from `day`, the day it was counted on (`Reserved.day`; today by default):
+        a call refused just after midnight gives back yesterday's count, not today's."""
         fd = self._locked()
         try:
-            day = self._day()
+            day = day or self._day()
             counts = self.usage(day)
             if counts.get(number, 0) > 0:
                 counts[number] -= 1
@@ -153,6 +155,15 @@ class AniLedger:
                     os.unlink(os.path.join(self.directory, name))
                 except OSError:
                     pass
+
+
+class Reserved(tuple):
+    """(number, clean) as `AniLedger.reserve` chose them, and `day`, the day it counted."""
+
+    def __new__(cls, number, clean, day):
+        reserved = super().__new__(cls, (number, clean))
+        reserved.day = day
+        return reserved
 
 
 class _Reservation:

@@ -220,10 +220,11 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
     from callexchange.pbx import ami
 
     ledger = ani.AniLedger(config.state.dir)
-    caller_id, clean = ledger.reserve(ani.candidates_for(config.ani, number.region,
-                                                         number.main_region),
-                                      ani.read_flagged(config.ani.flagged_file),
-                                      config.ani.daily_limit)
+    reserved = ledger.reserve(ani.candidates_for(config.ani, number.region,
+                                                 number.main_region),
+                              ani.read_flagged(config.ani.flagged_file),
+                              config.ani.daily_limit)
+    caller_id, clean = reserved
     uniqueid = new_uniqueid()
     agent_dial = config.dial.agent_channel.format(extension=extension)
     variables = [
@@ -265,10 +266,10 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
     except ami.AmiError as error:
         log_call_failure(log, uniqueid, extension, number.dial_digits, "%d %s" % (
             error.http_status, error.detail))
-        ledger.release(caller_id)
+        ledger.release(caller_id, reserved.day)
         raise ApiError(error.http_status, error.detail) from None
     except ValueError as error:  # refused by the AMI encoder: never reached Asterisk
-        ledger.release(caller_id)
+        ledger.release(caller_id, reserved.day)
         raise ApiError(400, "Cannot send to Asterisk: %s" % error) from None
     body = {
         "status": "true",
