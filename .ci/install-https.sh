@@ -336,7 +336,7 @@ callexchange check --no-ami --no-asterisk > "$OUT/check-root.log" 2>&1 || true
 grep '^ok   https:' "$OUT/check-root.log" | indent
 grep -q "^ok   https: $NAME: certificate for $NAME, [0-9]* days to expiry" "$OUT/check-root.log" \
     || { cat "$OUT/check-root.log"; fail "check (root) does not report the certificate"; }
-setpriv --reuid=www-data --regid=www-data --init-groups -- env CALLEXCHANGE_CONFIG=$CONFIG_DIR/callexchange.ini \
+setpriv --reuid=www-data --regid=www-data --init-groups -- env CALLEXCHANGE_CONFIG="$CONFIG_DIR/callexchange.ini" \
     /opt/callexchange/venv/bin/python3 /opt/callexchange/app/bin/callexchange check --no-ami --no-asterisk \
     > "$OUT/check-web.log" 2>&1 || true
 grep '^ok   https:' "$OUT/check-web.log" | indent
