@@ -139,8 +139,14 @@ die() {
     exit 1
 }
 
-# Any command failing where nothing handles it stops the install with this message.
+# Any command failing where nothing handles it stops the install with this message. In a
+# subshell (a command substitution) the trap only passes the status on: the main shell
+# says whether that stops the install, and a subshell's message would print while the
+# install went on.
 on_error() {
+    if [ "$BASHPID" != "$$" ]; then
+        exit "$1"
+    fi
     printf '\ninstall.sh: error in step [%s]: `%s` failed (exit %s, install.sh line %s).\n' \
         "$STEP" "$3" "$1" "$2" >&2
     printf 'Nothing after this step was done; running install.sh again resumes from here.\n' >&2
@@ -2079,7 +2085,8 @@ step_options() {
     write_options
     manifest_add file "$OPTIONS_FILE"
     if [ "$FILE_CHANGED" = 1 ]; then
-        changed options "$OPTIONS_FILE: $(grep -v '^#' "$OPTIONS_FILE" | paste -sd ' ' | sed 's/^$/defaults/')"
+        # (grep finds no line in a file of defaults: not a failure of the step.)
+        changed options "$OPTIONS_FILE: $({ grep -v '^#' "$OPTIONS_FILE" || true; } | paste -sd ' ' | sed 's/^$/defaults/')"
     else
         in_place options "$OPTIONS_FILE"
     fi

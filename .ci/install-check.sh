@@ -143,6 +143,9 @@ if ! ./install.sh --demo > "$OUT/run1.log" 2>&1; then
     fail "install.sh --demo failed"
 fi
 sed 's/^/   | /' "$OUT/run1.log"
+# A run that succeeds says no error on the way (a failing command substitution once
+# printed "error in step [options]" and went on).
+if grep -q 'error in step' "$OUT/run1.log"; then fail "the first run printed an error and went on"; fi
 ok "installed in $((SECONDS - started)) s"
 [ -f "$MANIFEST" ] || fail "no manifest at $MANIFEST"
 snapshot > "$OUT/snapshot1"
