@@ -53,3 +53,34 @@ cron_pid() {
     pid=$(cat /run/crond.pid 2>/dev/null || true)
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
 }
+
+# The steps of every check's clean-up, whatever went wrong (each ignores what is not there).
+# uninstall_if_installed LOG: install.sh --uninstall while a manifest says it is installed.
+uninstall_if_installed() {
+    if [ -f "$MANIFEST" ]; then
+        ./install.sh --uninstall > "$1" 2>&1 || true
+    fi
+}
+
+# stop_background_services: what install.sh started without systemd (pid files in RUN_DIR).
+stop_background_services() {
+    local pid_file
+    for pid_file in "$RUN_DIR"/*.pid; do
+        if [ -f "$pid_file" ]; then
+            kill "$(head -n 1 "$pid_file")" 2>/dev/null || true
+            rm -f "$pid_file"
+        fi
+    done
+}
+
+# stop_apache_and_cron: Apache stopped, and cron too unless it ran before (CRON_BEFORE).
+stop_apache_and_cron() {
+    if [ "$(cat /proc/1/comm 2>/dev/null || true)" = systemd ]; then
+        systemctl stop apache2 >/dev/null 2>&1 || true
+    else
+        apache2ctl stop >/dev/null 2>&1 || true
+    fi
+    if [ -z "${CRON_BEFORE:-}" ] && [ -n "$(cron_pid)" ]; then
+        service cron stop >/dev/null 2>&1 || kill "$(cron_pid)" 2>/dev/null || true
+    fi
+}

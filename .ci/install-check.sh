@@ -59,23 +59,9 @@ cleanup() {
         tail -n 30 /var/log/apache2/error.log 2>/dev/null || true
     fi
     rm -f "$BROKEN_SNIPPET"
-    if [ -f "$MANIFEST" ]; then
-        ./install.sh --uninstall > "$OUT/cleanup-uninstall.log" 2>&1 || true
-    fi
-    for pid_file in "$RUN_DIR"/*.pid; do
-        if [ -f "$pid_file" ]; then
-            kill "$(head -n 1 "$pid_file")" 2>/dev/null || true
-            rm -f "$pid_file"
-        fi
-    done
-    if [ "$(cat /proc/1/comm 2>/dev/null || true)" = systemd ]; then
-        systemctl stop apache2 >/dev/null 2>&1 || true
-    else
-        apache2ctl stop >/dev/null 2>&1 || true
-    fi
-    if [ -z "$CRON_BEFORE" ] && [ -n "$(cron_pid)" ]; then
-        service cron stop >/dev/null 2>&1 || kill "$(cron_pid)" 2>/dev/null || true
-    fi
+    uninstall_if_installed "$OUT/cleanup-uninstall.log"
+    stop_background_services
+    stop_apache_and_cron
     if [ "$MADE_ASTERISK_USER" = 1 ]; then
         userdel asterisk >/dev/null 2>&1 || true
     fi

@@ -73,28 +73,14 @@ cleanup() {
         echo "--- /var/log/apache2/error.log"
         tail -n 30 /var/log/apache2/error.log 2>/dev/null || true
     fi
-    if [ -f "$MANIFEST" ]; then
-        ./install.sh --uninstall > "$OUT/cleanup-uninstall.log" 2>&1 || true
-    fi
-    for pid_file in "$RUN_DIR"/*.pid; do
-        if [ -f "$pid_file" ]; then
-            kill "$(head -n 1 "$pid_file")" 2>/dev/null || true
-            rm -f "$pid_file"
-        fi
-    done
-    if [ "$(cat /proc/1/comm 2>/dev/null || true)" = systemd ]; then
-        systemctl stop apache2 >/dev/null 2>&1 || true
-    else
-        apache2ctl stop >/dev/null 2>&1 || true
-    fi
+    uninstall_if_installed "$OUT/cleanup-uninstall.log"
+    stop_background_services
+    stop_apache_and_cron
     if [ -n "$PEBBLE_PID" ]; then
         kill "$PEBBLE_PID" 2>/dev/null || true
     fi
     if [ "$HOSTS_SAVED" = 1 ]; then
         cat "$OUT/hosts.orig" > /etc/hosts    # in place: /etc/hosts may be a bind mount
-    fi
-    if [ -z "$CRON_BEFORE" ] && [ -n "$(cron_pid)" ]; then
-        service cron stop >/dev/null 2>&1 || kill "$(cron_pid)" 2>/dev/null || true
     fi
     # Whatever certbot made during the test (its certificates, keys, CSRs, pebble's ACME
     # account, logs), deepest first; what was there before stays.

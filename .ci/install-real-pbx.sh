@@ -121,22 +121,13 @@ cleanup() {
         echo "--- /var/log/apache2/error.log"
         tail -n 20 /var/log/apache2/error.log 2>/dev/null || true
     fi
-    if [ -f "$MANIFEST" ]; then
-        ./install.sh --uninstall > "$OUT/cleanup-uninstall.log" 2>&1 || true
-    fi
+    uninstall_if_installed "$OUT/cleanup-uninstall.log"
     stop_asterisk
     if [ -n "$CRM_PID" ]; then
         kill "$CRM_PID" 2>/dev/null || true
         wait "$CRM_PID" 2>/dev/null || true
     fi
-    if [ "$(cat /proc/1/comm 2>/dev/null || true)" = systemd ]; then
-        systemctl stop apache2 >/dev/null 2>&1 || true
-    else
-        apache2ctl stop >/dev/null 2>&1 || true
-    fi
-    if [ -z "$CRON_BEFORE" ] && [ -n "$(cron_pid)" ]; then
-        service cron stop >/dev/null 2>&1 || kill "$(cron_pid)" 2>/dev/null || true
-    fi
+    stop_apache_and_cron
     if [ "$MADE_ASTERISK_USER" = 1 ]; then
         userdel asterisk >/dev/null 2>&1 || true
     fi
