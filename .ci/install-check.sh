@@ -77,48 +77,9 @@ cleanup() {
 trap cleanup EXIT
 
 # snapshot: one line per thing install.sh made (from its manifest): type, mode, owner,
-# sha256 or link target. Trees are walked; kept dirs (data) only stat'ed.
+# sha256 or link target (.ci/snapshot.py). Trees are walked; kept dirs (data) only stat'ed.
 snapshot() {
-    python3 - "$MANIFEST" <<'PY'
-import hashlib, os, stat, sys
-
-def describe(path):
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return "%s missing" % path
-    owner = "%o %d:%d" % (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
-    if stat.S_ISLNK(info.st_mode):
-        return "%s link %s -> %s" % (path, owner, os.readlink(path))
-    if stat.S_ISDIR(info.st_mode):
-        return "%s dir %s" % (path, owner)
-    with open(path, "rb") as handle:
-        digest = hashlib.sha256(handle.read()).hexdigest()
-    return "%s file %s %s" % (path, owner, digest)
-
-lines = [describe(sys.argv[1])]
-for raw in open(sys.argv[1], encoding="utf-8"):
-    if raw.startswith("#") or not raw.strip():
-        continue
-    kind, path, *detail = raw.rstrip("\n").split("\t")
-    if kind == "tree":
-        for top, dirs, files in os.walk(path):
-            dirs.sort()
-            lines.append(describe(top))
-            lines.extend(describe(os.path.join(top, name)) for name in sorted(files))
-    elif kind in ("file", "link", "keep", "include"):
-        lines.append(describe(path))
-    elif kind == "acl":
-        import subprocess
-        acl = subprocess.run(["getfacl", "--omit-header", "--absolute-names", path],
-                             capture_output=True, text=True).stdout
-        lines.append("%s acl %s" % (path, " ".join(acl.split())))
-    elif kind == "apache-conf":
-        lines.append(describe("/etc/apache2/conf-enabled/%s.conf" % path))
-for directory in ("/etc/apache2/mods-enabled", "/etc/apache2/conf-enabled"):
-    lines.append("%s: %s" % (directory, " ".join(sorted(os.listdir(directory)))))
-print("\n".join(lines))
-PY
+    python3 .ci/snapshot.py "$MANIFEST"
 }
 
 # --- 1. install --------------------------------------------------------------------------

@@ -101,40 +101,8 @@ trap cleanup EXIT
 # snapshot: type, mode, owner and sha256 of everything in the manifest (trees walked;
 # kept dirs, i.e. data, only stat'ed), of the HTTPS files, the enabled modules and sites.
 snapshot() {
-    python3 - "$MANIFEST" "$SITE" "$CONFIG_DIR/callexchange.ini" "$CONFIG_DIR/tls/$NAME.crt" \
-        "$CONFIG_DIR/tls/$NAME.key" "$LE/live/$NAME/fullchain.pem" "$LE/live/$NAME/privkey.pem" <<'PY'
-import hashlib, os, stat, sys
-
-def describe(path):
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return "%s missing" % path
-    owner = "%o %d:%d" % (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
-    if stat.S_ISLNK(info.st_mode):
-        return "%s link %s -> %s" % (path, owner, os.readlink(path))
-    if stat.S_ISDIR(info.st_mode):
-        return "%s dir %s" % (path, owner)
-    with open(path, "rb") as handle:
-        return "%s file %s %s" % (path, owner, hashlib.sha256(handle.read()).hexdigest())
-
-lines = [describe(sys.argv[1])]
-for raw in open(sys.argv[1], encoding="utf-8"):
-    if raw.startswith("#") or not raw.strip():
-        continue
-    kind, path, *_ = raw.rstrip("\n").split("\t")
-    if kind == "tree":
-        for top, dirs, files in os.walk(path):
-            dirs.sort()
-            lines.append(describe(top))
-            lines.extend(describe(os.path.join(top, name)) for name in sorted(files))
-    elif kind in ("file", "link", "keep", "include"):
-        lines.append(describe(path))
-lines.extend(describe(path) for path in sys.argv[2:])
-for directory in ("/etc/apache2/mods-enabled", "/etc/apache2/conf-enabled", "/etc/apache2/sites-enabled"):
-    lines.append("%s: %s" % (directory, " ".join(sorted(os.listdir(directory)))))
-print("\n".join(lines))
-PY
+    python3 .ci/snapshot.py "$MANIFEST" "$SITE" "$CONFIG_DIR/callexchange.ini" "$CONFIG_DIR/tls/$NAME.crt" \
+        "$CONFIG_DIR/tls/$NAME.key" "$LE/live/$NAME/fullchain.pem" "$LE/live/$NAME/privkey.pem"
 }
 
 # served_serial: the serial of the certificate Apache serves for NAME.
