@@ -11,7 +11,6 @@ Apache (issue 10, items 2, 3 and 6), in both modes (mod_cgid and mod_wsgi daemon
 """
 
 import json
-import os
 import shutil
 
 import pytest
@@ -20,6 +19,8 @@ import requests
 import apache_server
 from callexchange.keys import digest
 from callexchange.sandbox.server import Sandbox
+from test_auth_first import tree
+from testconfig import config_text
 
 JSON_TYPE = "application/json; charset=utf-8"
 API_KEY = "apache-auth-first-key-0123456789"
@@ -28,36 +29,6 @@ AMI_SECRET = "apache-secret-Qx81"
 CALL = "/api/v1/asteriskapi.pl"
 RECORDINGS = "/recorded/v1/find_phone_files.pl"
 
-CONFIG = """\
-[ami]
-host = 127.0.0.1
-port = {port}
-username = {user}
-secret = {secret}
-connect_timeout = 1
-timeout = 2
-
-[ani]
-default = 12125550100
-
-[recordings]
-root = {recordings}
-base_url = http://127.0.0.1/wav-files/
-
-[auth]
-keys_file = {keys}
-
-[state]
-dir = {state}
-"""
-
-
-def tree(root):
-    found = set()
-    for folder, dirs, files in os.walk(str(root)):
-        for name in dirs + files:
-            found.add(os.path.relpath(os.path.join(folder, name), str(root)))
-    return found
 
 
 class Site:
@@ -71,10 +42,11 @@ class Site:
         self.recordings = base / "recordings"
         self.recordings.mkdir()
         self.recordings.chmod(0o755)
-        self.text = CONFIG.format(port=sandbox.port, user=AMI_USER, secret=AMI_SECRET,
-                                  recordings=self.recordings, keys=self.keys_file,
-                                  state=self.state_dir).replace(
-            "base_url", "access = %s\nbase_url" % recordings_access)
+        self.text = config_text(
+            base, sandbox.port, ami={"username": AMI_USER, "secret": AMI_SECRET},
+            recordings={"root": str(self.recordings), "access": recordings_access,
+                        "base_url": "http://127.0.0.1/wav-files/"},
+            auth={"keys_file": str(self.keys_file)}, state={"dir": str(self.state_dir)})
         self.write(self.text)
         self.apache = apache_server.ApacheServer(
             base, self.config_path, self.recordings, mode=mode, state_dir=self.state_dir,

@@ -27,22 +27,9 @@ from callexchange.webhooks.spool import Spool
 from callexchange.webhooks.deliverer import Deliverer
 from callexchange.webhooks.payload import make_record
 from testconfig import config_text
+from clock import Clock
 from crm_standin import SECRET
 from paths import LIB
-
-
-
-class Clock:
-    """An injectable time.time."""
-
-    def __init__(self, now=1_732_700_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
 
 
 def make_config(tmp_path, url, **webhook):
