@@ -117,6 +117,28 @@ def locked(directory, name="usage.lock"):
     return fd
 
 
+def sweep_old_files(directory, marker, every, max_age, now, matches):
+    """Delete the files of `directory` whose name `matches` and whose mtime is more than
+    `max_age` seconds before `now`, at most once per `every` seconds: the mtime of
+    `directory`/`marker` says when the last sweep ran. A file that goes or cannot be
+    removed meanwhile is left to the next sweep."""
+    stamp = os.path.join(directory, marker)
+    try:
+        if now - os.stat(stamp).st_mtime < every:
+            return
+    except FileNotFoundError:
+        pass
+    with open(stamp, "w"):
+        pass
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if matches(entry.name) and now - entry.stat().st_mtime > max_age:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+
 def fsync_directory(path):
     """Make a rename or a new file in `path` durable."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

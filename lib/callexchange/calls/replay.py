@@ -16,6 +16,7 @@ import time
 
 from callexchange.errors import ApiError
 from callexchange.keys import sha256
+from callexchange.statedir import sweep_old_files
 
 PRUNE_EVERY = 3600  # seconds between sweeps of expired entries
 # How often a twin looks at a held lock again: flock has no time-out of its own, and a
@@ -50,22 +51,8 @@ class ReplayStore:
 
     def prune(self):
         """Delete entries older than ttl; run at most once per PRUNE_EVERY seconds."""
-        marker = os.path.join(self.directory, ".pruned")
-        now = self.clock()
-        try:
-            if now - os.stat(marker).st_mtime < PRUNE_EVERY:
-                return
-        except FileNotFoundError:
-            pass
-        with open(marker, "w"):
-            pass
-        for name in os.listdir(self.directory):
-            path = os.path.join(self.directory, name)
-            try:
-                if len(name) == 64 and now - os.stat(path).st_mtime > self.ttl:
-                    os.unlink(path)
-            except OSError:
-                pass
+        sweep_old_files(self.directory, ".pruned", PRUNE_EVERY, self.ttl, self.clock(),
+                        lambda name: len(name) == 64)
 
 
 class Guard:

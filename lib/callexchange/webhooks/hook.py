@@ -8,6 +8,7 @@ change the call: it always exits 0. It runs with `python3 -S`: stdlib only.
 import os
 import sys
 
+from callexchange.statedir import StateDir, sweep_old_files
 from callexchange.webhooks.deliverer import start_deliverer
 from callexchange.webhooks.payload import (CALL_VARIABLES, EVENTS, HANGUP_VARIABLES,
                                            make_record, unanswered_recording)
@@ -49,7 +50,6 @@ def mark_hangup(session, state_dir, uniqueid, clock=None):
     redial as a new call; and now and then sweep the old ones. Never raises: a mark that
     cannot be written costs only that a redial within dedupe_seconds is a duplicate."""
     import time
-    from callexchange.statedir import StateDir
 
     places = StateDir(state_dir)
     path = places.hangup_mark(uniqueid)
@@ -72,22 +72,8 @@ def mark_hangup(session, state_dir, uniqueid, clock=None):
 
 
 def _sweep_marks(directory, now):
-    sweep = os.path.join(directory, ".swept")
-    try:
-        if now - os.stat(sweep).st_mtime < MARK_SWEEP_EVERY:
-            return
-    except FileNotFoundError:
-        pass
-    with open(sweep, "w"):
-        pass
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            try:
-                if not entry.name.startswith(".") and \
-                        now - entry.stat().st_mtime > MARK_KEEP_SECONDS:
-                    os.unlink(entry.path)
-            except OSError:
-                pass
+    sweep_old_files(directory, ".swept", MARK_SWEEP_EVERY, MARK_KEEP_SECONDS, now,
+                    lambda name: not name.startswith("."))
 
 
 class CallReadInterrupted(Exception):
