@@ -84,3 +84,15 @@ stop_apache_and_cron() {
         service cron stop >/dev/null 2>&1 || kill "$(cron_pid)" 2>/dev/null || true
     fi
 }
+
+# reply_uniqueid FILE: the uniqueid of a call endpoint's reply in FILE; fails (status 1,
+# the reason on stderr) unless it is a success ("status": "true") with a uniqueid.
+reply_uniqueid() {
+    python3 - "$1" <<'PY'
+import json, sys
+reply = json.load(open(sys.argv[1]))
+assert reply.get("status") == "true", "status is %r, not 'true'" % reply.get("status")
+assert reply.get("uniqueid"), "no uniqueid in the reply"
+print(reply["uniqueid"])
+PY
+}

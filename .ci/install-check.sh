@@ -137,14 +137,7 @@ demo_calls() {
 
     bash -c "$call_command" > "$OUT/call.json" 2> "$OUT/call.err" || fail "the call's curl failed: $(cat "$OUT/call.err")"
     echo "   call: $(cat "$OUT/call.json")"
-    uniqueid=$(python3 - "$OUT/call.json" <<'PY'
-import json, sys
-reply = json.load(open(sys.argv[1]))
-assert reply.get("status") == "true", "status is %r, not 'true'" % reply.get("status")
-assert reply.get("uniqueid"), "no uniqueid in the reply"
-print(reply["uniqueid"])
-PY
-) || fail "the call's reply is not a success with a uniqueid"
+    uniqueid=$(reply_uniqueid "$OUT/call.json") || fail "the call's reply is not a success with a uniqueid"
     ok "the call was placed: status true, uniqueid $uniqueid"
 
     local webhook_log=$LOG_DIR/demo-webhooks.log events=""

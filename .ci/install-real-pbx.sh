@@ -367,14 +367,7 @@ place_call() {
     curl -sS -X POST http://127.0.0.1/api/v1/asteriskapi.pl -H "api-key: $key" -d "$body" \
         > "$OUT/call.json" 2> "$OUT/call.err" || fail "the call's curl failed: $(cat "$OUT/call.err")"
     echo "   reply: $(cat "$OUT/call.json")"
-    uniqueid=$(python3 - "$OUT/call.json" <<'PY'
-import json, sys
-reply = json.load(open(sys.argv[1]))
-assert reply.get("status") == "true", "status is %r, not 'true'" % reply.get("status")
-assert reply.get("uniqueid"), "no uniqueid in the reply"
-print(reply["uniqueid"])
-PY
-) || fail "$mode: the reply is not a success with a uniqueid"
+    uniqueid=$(reply_uniqueid "$OUT/call.json") || fail "$mode: the reply is not a success with a uniqueid"
     for _ in $(seq 1 60); do
         events=$(grep -F "\"$uniqueid\"" "$WEBHOOK_LOG" 2>/dev/null \
             | python3 -c 'import json, sys; print(" ".join("%s:%s" % (e["event"], e["signature"]) for e in map(json.loads, sys.stdin)))' \
