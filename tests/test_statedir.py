@@ -189,3 +189,118 @@ def test_a_durable_write_after_a_lazy_one_syncs_the_lazy_copy_before_overwriting
     assert synced[2:] == ['{"a": 4}']
     assert read_record(str(path)) == '{"a": 4}'
 
+
+
+# --- deferred syncs ----------------------------------------------------------------------
+
+@pytest.fixture
+def syncs(monkeypatch):
+    """Every fdatasync, as the record text on disk at that moment; this process's memory
+    of synced files starts empty (a new process)."""
+    from callexchange import statedir
+
+    monkeypatch.setattr(statedir, "_SYNC_STATES", {})
+    seen = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (seen.append(fd), real(fd))[1])
+    return seen
+
+
+def as_another_process(monkeypatch):
+    from callexchange import statedir
+    monkeypatch.setattr(statedir, "_SYNC_STATES", {})
+
+
+def test_a_deferred_write_is_read_back_at_once_and_on_disk_after_sync(tmp_path, syncs):
+    path = str(tmp_path / "usage.json")
+    write_record(path, '{"a": 1}')
+    write_record(path, '{"a": 2}')
+    before = len(syncs)
+    pending = write_record(path, '{"a": 3}', defer_sync=True)
+    assert read_record(path) == '{"a": 3}'
+    assert len(syncs) == before               # not waited for
+    pending.sync()
+    pending.sync()                            # idempotent
+    assert len(syncs) == before + 1
+
+
+def test_this_process_does_not_sync_again_a_copy_it_synced(tmp_path, syncs):
+    path = str(tmp_path / "usage.json")
+    write_record(path, '{"a": 1}', defer_sync=True).sync()
+    before = len(syncs)
+    for n in range(2, 6):
+        write_record(path, '{"a": %d}' % n, defer_sync=True).sync()
+    assert len(syncs) - before == 4           # one each, no sync before overwriting
+    assert read_record(path) == '{"a": 5}'
+
+
+def test_another_process_trusts_the_mark_of_a_synced_copy(tmp_path, syncs, monkeypatch):
+    path = str(tmp_path / "usage.json")
+    write_record(path, '{"a": 1}', defer_sync=True).sync()
+    write_record(path, '{"a": 2}', defer_sync=True).sync()
+    assert (tmp_path / "usage.json.synced").read_text().split() == [
+        str(os.stat(path).st_ino), "2"]
+    as_another_process(monkeypatch)
+    before = len(syncs)
+    write_record(path, '{"a": 3}')            # the lazy copy 2 is marked as on disk
+    assert len(syncs) - before == 1
+
+
+def test_a_copy_never_synced_is_synced_before_its_twin_slot_is_overwritten(
+        tmp_path, syncs, monkeypatch):
+    path = str(tmp_path / "usage.json")
+    write_record(path, '{"a": 1}', defer_sync=True).sync()
+    write_record(path, '{"a": 2}', defer_sync=True)       # its writer died before sync
+    as_another_process(monkeypatch)
+    on_disk = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (on_disk.append(read_record(path)),
+                                                     real(fd))[1])
+    write_record(path, '{"a": 3}', defer_sync=True).sync()
+    # {"a": 1}'s slot is overwritten: {"a": 2} is made durable first, then {"a": 3}.
+    assert on_disk == ['{"a": 2}', '{"a": 3}']
+
+
+def test_a_mark_naming_another_file_is_not_trusted(tmp_path, syncs, monkeypatch):
+    path = str(tmp_path / "usage.json")
+    write_record(path, '{"a": 1}', defer_sync=True).sync()
+    write_record(path, '{"a": 2}', defer_sync=True).sync()
+    mark = tmp_path / "usage.json.synced"
+    mark.write_text("%d 2\n" % (os.stat(path).st_ino + 1))
+    as_another_process(monkeypatch)
+    before = len(syncs)
+    write_record(path, '{"a": 3}')
+    assert len(syncs) - before == 2
+
+
+def test_waiters_on_one_file_share_one_sync(tmp_path, syncs):
+    path = str(tmp_path / "usage.json")
+    write_record(path, '{"a": 0}', defer_sync=True).sync()
+    pendings = [write_record(path, '{"a": %d}' % n, defer_sync=True) for n in (1, 2)]
+    before = len(syncs)
+    for pending in reversed(pendings):
+        pending.sync()
+    # The last copy's sync covers every copy this process wrote before it.
+    assert len(syncs) - before == 1
+    # A third unsynced copy in a row would overwrite the unsynced first one's twin slot:
+    # the rule above syncs the newest before that, whoever wrote it.
+    write_record(path, '{"a": 3}', defer_sync=True)
+    before = len(syncs)
+    write_record(path, '{"a": 4}', defer_sync=True)
+    assert len(syncs) - before == 1
+
+
+def test_a_failed_sync_is_an_error_every_time_it_is_asked(tmp_path, monkeypatch):
+    from callexchange import statedir
+
+    monkeypatch.setattr(statedir, "_SYNC_STATES", {})
+    path = str(tmp_path / "usage.json")
+    write_record(path, '{"a": 1}')
+    pending = write_record(path, '{"a": 2}', defer_sync=True)
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(os, "fdatasync", broken)
+    for _ in range(2):
+        with pytest.raises(OSError, match="Input/output"):
+            pending.sync()

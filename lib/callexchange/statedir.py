@@ -26,6 +26,7 @@ Imported by the hook (`python3 -S`, a 50 ms budget): stdlib only, nothing but `o
 '/var/lib/callexchange/ani'
 """
 
+import _thread
 import os
 
 
@@ -300,11 +301,17 @@ def read_record(path):
     return max(slots.values())[1].decode("utf-8", "replace")
 
 
-def write_record(path, text, *, mode=0o640, owner=None, durable=True):
+def write_record(path, text, *, mode=0o640, owner=None, durable=True, defer_sync=False):
     """Replace the record at `path` by `text` in place, atomically, and durably unless
     `durable` is false (see above). The caller holds the lock that orders the writers.
     A missing file, one laid out otherwise, or a text too long for its slots is laid out
-    afresh with atomic_write (mode, owner). Raises OSError, leaving the last record."""
+    afresh with atomic_write (mode, owner). Raises OSError, leaving the last record.
+
+    `defer_sync`: durable, but without waiting for the disk now: the copy is written (as
+    a lazy one, so that others treat it as such) and a `PendingSync` returned, whose
+    `sync()` the caller must call before it acts on the copy being on disk (e.g. before
+    it replies). The caller may release its lock first: the wait for the disk is then
+    out of everyone's way (and overlaps whatever the caller does meanwhile)."""
     data = text.encode("utf-8") if isinstance(text, str) else text
     try:
         fd = os.open(path, os.O_RDWR)
@@ -313,22 +320,35 @@ def write_record(path, text, *, mode=0o640, owner=None, durable=True):
     sequence = 1
     if fd is not None:
         try:
-            size = os.fstat(fd).st_size
+            info = os.fstat(fd)
+            size = info.st_size
             slots = _record_slots(os.pread(fd, size, 0)) if size <= 1 << 24 else None
             if slots:
                 newest = max(slots, key=lambda index: slots[index][0])
                 sequence = slots[newest][0] + 1
             if slots is not None and len(data) + _RECORD_HEADER <= size // 2:
                 target = 1 - newest if slots else 0
-                if durable and slots and slots[newest][2]:
+                state = _SYNC_STATES.get((info.st_dev, info.st_ino)) if _SYNC_STATES else None
+                if (durable or defer_sync) and slots and slots[newest][2] and not (
+                        state is not None and state.synced >= sequence - 1) and \
+                        _synced_mark(path, info) != sequence - 1:
                     # The copy this write keeps must be on disk before the other is
                     # overwritten (see above).
                     os.fdatasync(fd)
-                os.pwrite(fd, _record_slot(sequence, data, size // 2, lazy=not durable),
+                    if state is not None:
+                        state.synced = max(state.synced, sequence - 1)
+                os.pwrite(fd, _record_slot(sequence, data, size // 2,
+                                           lazy=defer_sync or not durable),
                           target * (size // 2))
+                if defer_sync:
+                    state = _file_sync(path, fd, info, mode, owner)
+                    state.written = max(state.written, sequence)
+                    return PendingSync(state, sequence)
                 if durable:
                     os.fdatasync(fd)
-                return
+                    if state is not None:
+                        state.synced = max(state.synced, sequence)
+                return None
         finally:
             os.close(fd)
     size = _RECORD_SLOT
@@ -336,4 +356,127 @@ def write_record(path, text, *, mode=0o640, owner=None, durable=True):
         size *= 2
     atomic_write(path, _record_slot(sequence, data, size, lazy=not durable)
                  + b" " * (size - 1) + b"\n",
-                 mode=mode, owner=owner, durable=durable)
+                 mode=mode, owner=owner, durable=durable or defer_sync)
+    return PendingSync(None, sequence) if defer_sync else None
+
+
+# --- deferred syncs -------------------------------------------------------------------
+#
+# A deferred write (`write_record(defer_sync=True)`) is marked lazy on disk: whoever
+# writes the file next must make it durable before overwriting the other slot, unless it
+# knows that copy is on disk already:
+#
+# * in this process, _FileSync remembers per file the newest copy this process wrote
+#   (`written`) and the newest it knows to be on disk (`synced`). It holds an fd of the
+#   file open, so that the inode (its key) cannot be freed and given to another file
+#   while it is remembered. Entries of files deleted meanwhile (last week's counts) are
+#   dropped when a new file is first written with a deferred sync;
+# * across processes (two daemons, a CGI per call), each sync is noted in a mark file
+#   beside the record, `<record>.synced`: "<inode> <sequence>", written after the
+#   fdatasync returned, itself never synced (a mark lost in a crash costs one sync; one
+#   that survived names a copy already on disk). A writer skips its sync only when the
+#   mark names exactly the newest copy of exactly this file.
+#
+# `_thread`, not `threading`: the hook imports this module.
+
+MARK_SUFFIX = ".synced"
+_MARK_BYTES = 48
+_SYNC_STATES = {}
+_SYNC_STATES_LOCK = _thread.allocate_lock()
+
+
+class _FileSync:
+    __slots__ = ("fd", "mark_fd", "inode", "written", "synced", "lock")
+
+    def __init__(self, fd, mark_fd, inode):
+        self.fd, self.mark_fd, self.inode = fd, mark_fd, inode
+        self.lock = _thread.allocate_lock()
+        self.written = self.synced = 0
+
+    def close(self):
+        for fd in (self.fd, self.mark_fd):
+            if fd is not None:
+                os.close(fd)
+
+
+def _file_sync(path, fd, info, mode, owner):
+    key = (info.st_dev, info.st_ino)
+    state = _SYNC_STATES.get(key)
+    if state is not None:
+        return state
+    with _SYNC_STATES_LOCK:
+        for old_key, old in list(_SYNC_STATES.items()):
+            if os.fstat(old.fd).st_nlink == 0:
+                del _SYNC_STATES[old_key]
+                old.close()
+        if key not in _SYNC_STATES:
+            try:
+                mark_fd = os.open(path + MARK_SUFFIX, os.O_RDWR | os.O_CREAT, mode)
+                if owner is not None:
+                    os.fchown(mark_fd, *owner)
+            except OSError:
+                mark_fd = None   # no mark: other processes sync again, that is all
+            _SYNC_STATES[key] = _FileSync(os.dup(fd), mark_fd, info.st_ino)
+        return _SYNC_STATES[key]
+
+
+def _synced_mark(path, info):
+    """The sequence the mark file beside `path` names as on disk for this file (the
+    inode of `info`), or None."""
+    try:
+        fd = os.open(path + MARK_SUFFIX, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fields = os.pread(fd, _MARK_BYTES, 0).split()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        inode, sequence = int(fields[0]), int(fields[1])
+    except (IndexError, ValueError):
+        return None
+    return sequence if inode == info.st_ino else None
+
+
+if hasattr(os, "register_at_fork"):
+    # A child must not inherit locks that another thread of its parent held at the fork.
+    os.register_at_fork(after_in_child=_SYNC_STATES.clear)
+
+
+class PendingSync:
+    """A record copy written but perhaps not yet on disk. `sync()` returns once it is
+    (with every copy of that file this process wrote before it: the threads waiting on
+    one file share one fdatasync); idempotent and thread-safe. Raises the OSError of the
+    fdatasync, then and on every later call."""
+
+    __slots__ = ("state", "sequence", "done", "error")
+
+    def __init__(self, state, sequence):
+        self.state, self.sequence = state, sequence
+        self.done = state is None   # a new layout: atomic_write synced it already
+        self.error = None
+
+    def sync(self):
+        if self.error is not None:
+            raise self.error
+        if self.done:
+            return
+        state = self.state
+        with state.lock:
+            if state.synced < self.sequence:
+                upto = state.written   # every copy written so far (pwrites that returned)
+                try:
+                    os.fdatasync(state.fd)
+                except OSError as error:
+                    self.error = error
+                    raise
+                state.synced = max(state.synced, upto)
+                if state.mark_fd is not None:
+                    try:
+                        os.pwrite(state.mark_fd, (b"%d %d" % (state.inode, state.synced))
+                                  .ljust(_MARK_BYTES - 1) + b"\n", 0)
+                    except OSError:
+                        pass   # the next writer of another process syncs once more
+        self.done = True

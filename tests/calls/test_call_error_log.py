@@ -129,3 +129,46 @@ def test_message_from_takes_a_sip_uri_with_or_without_a_display_name(tmp_path, v
     path = tmp_path / "callexchange.ini"
     path.write_text(config_text(tmp_path, 5038, dial={"message_from": value}))
     assert load_config(str(path)).dial.message_from == value
+
+
+def test_the_caller_id_count_is_synced_while_asterisk_answers_and_before_the_reply(
+        gateway, sandbox, monkeypatch):
+    import os
+
+    app = gateway()
+    post(app, 200, destination="12127773457")   # lays the day's file out (a new file)
+    from callexchange.pbx import ami
+
+    order = []
+    real_sync, real_send, real_next = os.fdatasync, ami.AmiSession._send, \
+        ami.AmiSession.next_message
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (order.append("sync"), real_sync(fd))[1])
+    monkeypatch.setattr(ami.AmiSession, "_send", lambda self, data, what: (
+        order.append("send " + what), real_send(self, data, what))[1])
+    monkeypatch.setattr(ami.AmiSession, "next_message", lambda self, *args: (
+        order.append("read"), real_next(self, *args))[1])
+    response = post(app, 200)
+    assert response.json["status"] == "true"
+    # The count goes to disk once the Originate has left, before its reply is read, and
+    # the reply to the CRM comes after.
+    originate = order.index("send Originate")
+    assert order[originate:originate + 3] == ["send Originate", "sync", "read"]
+    assert order.count("sync") == 1
+
+
+def test_a_count_the_disk_cannot_sync_still_answers_the_placed_call_and_logs_it(
+        gateway, sandbox, monkeypatch, tmp_path):
+    import os
+
+    app = gateway()
+    post(app, 200)                     # the first call lays the file out (a new file)
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(os, "fdatasync", broken)
+    response = post(app, 200, destination="12127773457")
+    assert response.json["status"] == "true"
+    assert len(sandbox.actions_named("Originate")) == 2
+    [line] = [l for l in logged_lines(response) if "caller-ID count" in l]
+    assert response.json["uniqueid"] in line
+    assert "may not be on disk" in line and "Input/output error" in line

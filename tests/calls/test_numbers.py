@@ -267,3 +267,45 @@ def test_numbers_types_are_named(carrier_cache):
     assert analyze("+19005550100", "US", str(carrier_cache)).type_name == "premium_rate"
     assert analyze("+4915112345678", "US", str(carrier_cache)).type_name == "mobile"
     assert analyze("07911123456", "US", str(carrier_cache)).type_name == "unknown"
+
+
+# analyze() takes a reading's validity from its type (one pattern scan instead of
+# is_valid_number's second one): the two must agree on every number, the way
+# phonenumbers itself decides validity.
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_CALLING_CODES = ["1", "44", "49", "33", "39", "34", "61", "81", "86", "91", "7", "55",
+                  "52", "27", "234", "971", "800", "808", "870", "882", "979"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(code=st.sampled_from(_CALLING_CODES + [""]),
+       rest=st.text("0123456789", min_size=3, max_size=13),
+       region=st.sampled_from(["US", "GB", "DE", "FR", "AU", "IN"]))
+def test_valid_and_type_are_phonenumbers_own_verdicts(code, rest, region):
+    import phonenumbers
+
+    destination = code + rest
+    try:
+        info = analyze(destination, region)
+    except NotAPhoneNumber:
+        return
+    digits, explicit = split_destination(destination)
+    readings = [("+" + digits, None)] + ([] if explicit else [(digits, region)])
+    expected = None
+    for text, where in readings:
+        try:
+            number = phonenumbers.parse(text, where)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            expected = number
+            break
+        expected = expected or number
+    assert expected is not None
+    assert info.valid == phonenumbers.is_valid_number(expected)
+    assert info.country_code == expected.country_code
+    if info.valid:
+        assert info.type == phonenumbers.number_type(expected)
+        assert info.dial_digits == "%d%s" % (
+            expected.country_code, phonenumbers.national_significant_number(expected))

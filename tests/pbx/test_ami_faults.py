@@ -94,9 +94,9 @@ class Persistent:
     """The persistent mode's AMI client: a link, here on its first request."""
 
     @staticmethod
-    def place_call(settings_, originate, message=None, not_after=None):
+    def place_call(settings_, originate, message=None, not_after=None, while_waiting=None):
         with persistent.AmiLink(settings_) as link:
-            return link.place_call(originate, message, not_after)
+            return link.place_call(originate, message, not_after, while_waiting)
 
     @staticmethod
     def ping(settings_):

@@ -6,12 +6,16 @@ that concurrent CGI processes never lose or double an increment, and replaced at
 and durably in place (`statedir.write_record`) so a crash leaves the last good copy, never
 half a file.
 
-Group commit (the persistent mode's threads): the flock is held over an fdatasync, ~0.2
-to 3 ms on a shared disk, so threads calling at once queued behind it one by one. Now the
-threads of a process that want a caller ID while one of them waits for the flock or
-writes form the next batch: one of them (the leader) takes the flock, chooses for each in
-arrival order exactly as one at a time would, writes the record once, fdatasyncs it once,
-and only then does any of them return. A CGI process is a batch of one.
+Group commit (the persistent mode's threads): the threads of a process that want a
+caller ID while one of them waits for the flock or writes form the next batch: one of
+them (the leader) takes the flock, chooses for each in arrival order exactly as one at a
+time would, and writes the record once. A CGI process is a batch of one.
+
+The wait for the disk (an fdatasync, 0.1 to 3 ms) is not under the flock: the record is
+written as a deferred copy (`statedir.write_record(defer_sync=True)`), the flock let go,
+and then synced, once for all the threads waiting on that file. `reserve(defer_sync=True)`
+leaves even that to the caller (`Reserved.sync()`): the call endpoint sends the Originate
+first and syncs while Asterisk answers, and replies only once the count is on disk.
 """
 
 import json
@@ -19,7 +23,8 @@ import os
 import threading
 import time
 
-from callexchange.statedir import StateDir, locked, owner_for, read_record, write_record
+from callexchange.statedir import (MARK_SUFFIX, StateDir, locked, owner_for, read_record,
+                                   write_record)
 
 KEEP_DAYS = 7
 
@@ -100,16 +105,20 @@ class AniLedger:
             return {}
         return counts if isinstance(counts, dict) else {}
 
-    def _write(self, day, counts):
-        write_record(self._path(day), json.dumps(counts, sort_keys=True),
-                     owner=owner_for(self.directory))
+    def _write(self, day, counts, defer_sync=False):
+        return write_record(self._path(day), json.dumps(counts, sort_keys=True),
+                            owner=owner_for(self.directory), defer_sync=defer_sync)
 
-    def reserve(self, candidates, flagged, daily_limit):
+    def reserve(self, candidates, flagged, daily_limit, defer_sync=False):
         """Choose a caller ID and count the call against it, atomically and durably (with
         the other threads of this process that ask meanwhile: see above). Returns
-        (number, clean), a `Reserved` whose `day` is the day the call was counted on."""
+        (number, clean), a `Reserved` whose `day` is the day the call was counted on.
+        `defer_sync`: return once the count is written, before it is on disk: the caller
+        must call `Reserved.sync()` before it tells anyone of the call."""
         wanted = _Reservation(self, candidates, flagged, daily_limit)
         _committer(self.directory).commit(wanted)
+        if not defer_sync:
+            wanted.result.sync()
         return wanted.result
 
     def _count_batch(self, batch):
@@ -126,11 +135,11 @@ class AniLedger:
             number, clean = choose_caller_id(wanted.candidates, counts, wanted.flagged,
                                              wanted.daily_limit)
             counts[number] = counts.get(number, 0) + 1
-            chosen.append(Reserved(number, clean, day))
-        for day, counts in days.items():
-            self._write(day, counts)
-        for wanted, result in zip(batch, chosen):
-            wanted.result = result
+            chosen.append((number, clean, day))
+        pending = {day: self._write(day, counts, defer_sync=True)
+                   for day, counts in days.items()}
+        for wanted, (number, clean, day) in zip(batch, chosen):
+            wanted.result = Reserved(number, clean, day, pending[day])
 
     def release(self, number, day=None):
         """Take back a reservation whose call was never placed (Asterisk refused or was
@@ -150,7 +159,8 @@ class AniLedger:
         # Called under the lock, once a day (the first call finds no counts yet).
         cutoff = time.strftime("%Y-%m-%d", time.localtime(self.clock() - KEEP_DAYS * 86400))
         for name in os.listdir(self.directory):
-            if name.startswith("usage-") and name.endswith(".json") and name[6:16] < cutoff:
+            if name.startswith("usage-") and name.endswith((".json", ".json" + MARK_SUFFIX)) \
+                    and name[6:16] < cutoff:
                 try:
                     os.unlink(os.path.join(self.directory, name))
                 except OSError:
@@ -158,12 +168,19 @@ class AniLedger:
 
 
 class Reserved(tuple):
-    """(number, clean) as `AniLedger.reserve` chose them, and `day`, the day it counted."""
+    """(number, clean) as `AniLedger.reserve` chose them, `day`, the day it counted, and
+    `sync()`, which returns once the count is on disk (at once if it is already; raises
+    the OSError of the disk)."""
 
-    def __new__(cls, number, clean, day):
+    def __new__(cls, number, clean, day, pending=None):
         reserved = super().__new__(cls, (number, clean))
         reserved.day = day
+        reserved._pending = pending
         return reserved
+
+    def sync(self):
+        if self._pending is not None:
+            self._pending.sync()
 
 
 class _Reservation:

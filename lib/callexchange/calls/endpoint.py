@@ -220,11 +220,21 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
     from callexchange.pbx import ami
 
     ledger = ani.AniLedger(config.state.dir)
+    # Counted now, on disk before the reply: the wait for the disk overlaps Asterisk's
+    # answer to the Originate (ami's while_waiting), else it comes after it.
     reserved = ledger.reserve(ani.candidates_for(config.ani, number.region,
                                                  number.main_region),
                               ani.read_flagged(config.ani.flagged_file),
-                              config.ani.daily_limit)
+                              config.ani.daily_limit, defer_sync=True)
     caller_id, clean = reserved
+    count_failures = []
+
+    def count_durably():
+        if not count_failures:
+            try:
+                reserved.sync()
+            except OSError as error:
+                count_failures.append(error)
     uniqueid = new_uniqueid()
     agent_dial = config.dial.agent_channel.format(extension=extension)
     variables = [
@@ -256,10 +266,12 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
     message = (message_to, msg, config.dial.message_from) if msg else None
     try:
         outcome = (ami_client or ami).place_call(config.ami, originate, message=message,
-                                                 not_after=not_after)
+                                                 not_after=not_after,
+                                                 while_waiting=count_durably)
     except ami.OriginateUnconfirmed as error:
         # The Originate left but Asterisk never confirmed it: the call may be ringing.
         # Keep the caller ID's count, and let the reply be replayed to a retry.
+        count_durably()
         log_call_failure(log, uniqueid, extension, number.dial_digits, "%d %s" % (
             error.http_status, error.detail))
         raise CallMayBePlaced(error.detail, error.uniqueid) from None
@@ -271,6 +283,14 @@ def _place(config, extension, number, pitch, dialer_mode, msg, crm_id, not_after
     except ValueError as error:  # refused by the AMI encoder: never reached Asterisk
         ledger.release(caller_id, reserved.day)
         raise ApiError(400, "Cannot send to Asterisk: %s" % error) from None
+    count_durably()
+    if count_failures:
+        # The call is placed and the CRM is told so (an error would invite a retry that
+        # dials the lead twice); the count is in the file, though perhaps not on disk.
+        log_call_failure(log, uniqueid, extension, number.dial_digits,
+                         "the call was placed, but its caller-ID count may not be on disk "
+                         "(fdatasync of the state dir's ani/ failed: %s)"
+                         % (count_failures[0].strerror or count_failures[0]))
     body = {
         "status": "true",
         "icon": number.region,

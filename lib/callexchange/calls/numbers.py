@@ -226,20 +226,25 @@ def analyze(destination, default_region, carrier_cache_dir=None):
     readings = [("+" + digits, None)]
     if not explicit:
         readings.append((digits, default_region))
+    # phonenumbers' type of a number is UNKNOWN exactly when the number is not valid
+    # (is_valid_number is that test, made again): one type lookup per reading, each of
+    # which scans the region's patterns.
+    unknown = util.PhoneNumberType.UNKNOWN
     parsed = []
     for text, region in readings:
         try:
             number = util.parse(text, region)
         except util.NumberParseException:
             continue
-        if util.is_valid_number(number):
-            parsed.insert(0, number)
+        number_type = util.number_type(number)
+        if number_type != unknown:
+            parsed.insert(0, (number, number_type))
             break
-        parsed.append(number)
+        parsed.append((number, unknown))
     if not parsed:
         raise NotAPhoneNumber("destination %r is not a phone number" % destination.strip())
-    number = parsed[0]
-    valid = util.is_valid_number(number)
+    number, number_type = parsed[0]
+    valid = number_type != unknown
     region = util.region_code_for_number(number) or util.region_code_for_country_code(
         number.country_code)
     if region == util.UNKNOWN_REGION:
@@ -255,7 +260,6 @@ def analyze(destination, default_region, carrier_cache_dir=None):
         as_typed, plus = read_number(destination)
         typed = None if plus else as_typed
         service = service_number(digits, default_region, typed, carrier_cache_dir)
-    number_type = util.number_type(number) if valid else util.PhoneNumberType.UNKNOWN
     carrier = ""
     if number_type in (util.PhoneNumberType.MOBILE, util.PhoneNumberType.FIXED_LINE_OR_MOBILE,
                        util.PhoneNumberType.PAGER):
@@ -267,10 +271,14 @@ def analyze(destination, default_region, carrier_cache_dir=None):
 
 def _type_name(util, number_type):
     """phonenumbers' PhoneNumberType value as its lower-case name ("premium_rate")."""
-    for name in dir(util.PhoneNumberType):
-        if name.isupper() and getattr(util.PhoneNumberType, name) == number_type:
-            return name.lower()
-    return "unknown"
+    names = _TYPE_NAMES.get(util)
+    if names is None:
+        names = _TYPE_NAMES[util] = {getattr(util.PhoneNumberType, name): name.lower()
+                                     for name in dir(util.PhoneNumberType) if name.isupper()}
+    return names.get(number_type, "unknown")
+
+
+_TYPE_NAMES = {}
 
 
 # --- emergency and short service numbers ---

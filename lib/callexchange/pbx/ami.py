@@ -279,10 +279,11 @@ class AmiSession:
         self._id_counter += 1
         return "%s-%d" % (self._id_prefix, self._id_counter)
 
-    def action(self, name, fields=(), check=True):
+    def action(self, name, fields=(), check=True, while_waiting=None):
         """Send the action `name` with `fields` ((header, value) pairs) and return its
         reply: the message carrying our ActionID. Events and replies to other ActionIDs
-        are skipped.
+        are skipped. `while_waiting()`, if given, runs once the action is sent, before
+        the reply is read (it must not raise).
 
         Raises AmiRejected on `Response: Error` (unless check=False), AmiUnavailable on a
         timeout, a closed connection, a Goodbye or a Shutdown, ValueError on a field with
@@ -292,6 +293,8 @@ class AmiSession:
         data = encode_action(name, [("ActionID", action_id)] + list(fields))
         waiting_for = "the reply to %s" % name
         self._send(data, name)
+        if while_waiting is not None:
+            while_waiting()
         while True:
             message = self.next_message(waiting_for)
             response = message.get("Response")
@@ -495,7 +498,8 @@ def probe(ami_settings):
         return session.banner, available_actions(session)
 
 
-def place_call(ami_settings, originate_kwargs, message=None, not_after=None):
+def place_call(ami_settings, originate_kwargs, message=None, not_after=None,
+               while_waiting=None):
     """The whole AMI exchange of one API call: connect, Login, Originate (the keyword
     arguments of `originate`), then, if `message` is a (to, body) or (to, body, from)
     tuple, MessageSend; Logoff; close. Everything within connect_timeout + timeout of
@@ -507,6 +511,8 @@ def place_call(ami_settings, originate_kwargs, message=None, not_after=None):
     placed. Raises AmiUnavailable / AmiRejected when the call could not be placed,
     OriginateUnconfirmed (an AmiUnavailable) when the Originate was sent and never
     confirmed, so it may have been; ValueError on invalid input before connecting.
+    `while_waiting()`: run once the Originate is sent, while Asterisk's reply is awaited
+    (the endpoint makes the call's caller-ID count durable meanwhile); it must not raise.
 
     (`pbx.persistent.PersistentAmi.place_call` is the same exchange over one long-lived
     connection.)
@@ -514,7 +520,7 @@ def place_call(ami_settings, originate_kwargs, message=None, not_after=None):
     fields, text = call_fields(originate_kwargs, message, not_after)
     with AmiSession.from_settings(ami_settings, not_after) as session:
         session.login()
-        return originate_call(session, fields, text)
+        return originate_call(session, fields, text, while_waiting)
 
 
 def call_fields(originate_kwargs, message=None, not_after=None):
@@ -531,11 +537,11 @@ def call_fields(originate_kwargs, message=None, not_after=None):
     return fields, text
 
 
-def originate_call(session, fields, text=None):
+def originate_call(session, fields, text=None, while_waiting=None):
     """Originate, then MessageSend when `text` is given, on a logged-in `session` (anything
     with AmiSession's `action`). The result and errors of `place_call`."""
     try:
-        session.action("Originate", fields)
+        session.action("Originate", fields, while_waiting=while_waiting)
     except AmiUnavailable as error:
         # Written but never confirmed: the call may be ringing. The caller must not
         # treat this as "not placed" (no retry that could dial the lead twice).

@@ -116,8 +116,8 @@ class _Request:
         # On a connection that is up, the request's actions share `timeout`.
         self.deadline = min(now + float(settings.timeout), self.not_after)
 
-    def action(self, name, fields=(), check=True):
-        return self.link.run_action(self, name, fields, check)
+    def action(self, name, fields=(), check=True, while_waiting=None):
+        return self.link.run_action(self, name, fields, check, while_waiting)
 
 
 class AmiLink:
@@ -179,16 +179,16 @@ class AmiLink:
         """One action and its reply, as AmiSession.action, as a request of its own."""
         return self.request(not_after).action(name, fields, check)
 
-    def place_call(self, originate_kwargs, message=None, not_after=None):
+    def place_call(self, originate_kwargs, message=None, not_after=None, while_waiting=None):
         """`pbx.ami.place_call` on this link: Originate, then MessageSend if `message` is
-        a (to, body) pair. Same result, errors and deadlines, no Login or Logoff unless
-        the connection has to be made."""
+        a (to, body) pair. Same result, errors, deadlines and `while_waiting`, no Login
+        or Logoff unless the connection has to be made."""
         fields, text = ami.call_fields(originate_kwargs, message, not_after)
         request = self.request(not_after)
         # Connected (and checked) first: a failure here sent nothing, as a failed Login
         # of a per-request session sends nothing.
         self._ready_connection(request)
-        return ami.originate_call(request, fields, text)
+        return ami.originate_call(request, fields, text, while_waiting)
 
     def ping(self, not_after=None):
         """Ping Asterisk over the link; returns the banner."""
@@ -214,18 +214,20 @@ class AmiLink:
 
     # --- one action on the shared connection ---
 
-    def run_action(self, request, name, fields, check):
+    def run_action(self, request, name, fields, check, while_waiting=None):
         """`request.action`: the connection ready (made, checked), then the action."""
         conn = self._ready_connection(request)
-        return self._exchange(conn, request, name, fields, check)
+        return self._exchange(conn, request, name, fields, check, while_waiting)
 
-    def _exchange(self, conn, request, name, fields, check):
+    def _exchange(self, conn, request, name, fields, check, while_waiting=None):
         with self._lock:
             action_id = conn.new_action_id()
             conn.replies[action_id] = None
         try:
             data = encode_action(name, [("ActionID", action_id)] + list(fields))
             self._send(conn, data, request.deadline, name)
+            if while_waiting is not None:
+                while_waiting()
             reply = self._wait(conn, action_id, request.deadline, "the reply to %s" % name)
         finally:
             with self._lock:
@@ -457,9 +459,11 @@ class PersistentAmi:
             old.close()
         return link
 
-    def place_call(self, ami_settings, originate_kwargs, message=None, not_after=None):
+    def place_call(self, ami_settings, originate_kwargs, message=None, not_after=None,
+                   while_waiting=None):
         """`pbx.ami.place_call` over the process's long-lived connection."""
-        return self.link(ami_settings).place_call(originate_kwargs, message, not_after)
+        return self.link(ami_settings).place_call(originate_kwargs, message, not_after,
+                                                  while_waiting)
 
     def ping(self, ami_settings):
         """`pbx.ami.ping` over the process's long-lived connection."""
