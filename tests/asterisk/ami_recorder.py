@@ -195,7 +195,8 @@ class Recorder:
                                  StateDir(config.state.dir).numbers)
         captured = {}
 
-        def capture(ami_settings, originate_kwargs, message=None, not_after=None):
+        def capture(ami_settings, originate_kwargs, message=None, not_after=None,
+                    while_waiting=None):
             captured["fields"] = ami.originate_fields(**originate_kwargs)
             captured["uniqueid"] = originate_kwargs["channel_id"]
             captured["message"] = message
