@@ -6,6 +6,7 @@ rewritten on every call, `write_record` / `read_record` (atomic too, without a r
 Layout::
 
     ani/               caller-ID usage counts, one JSON file per day       calls.ani
+                       (and its .synced mark: see "deferred syncs")
     idempotency/       first replies, for Idempotency-Key replays           http.idempotency
     dedupe/            first replies, for repeated calls                    calls.endpoint
     numbers/           carrier names, sharded from phonenumbers' data        calls.numbers
