@@ -330,9 +330,8 @@ def write_record(path, text, *, mode=0o640, owner=None, durable=True, defer_sync
             if slots is not None and len(data) + _RECORD_HEADER <= size // 2:
                 target = 1 - newest if slots else 0
                 state = _SYNC_STATES.get((info.st_dev, info.st_ino)) if _SYNC_STATES else None
-                if (durable or defer_sync) and slots and slots[newest][2] and not (
-                        state is not None and state.synced >= sequence - 1) and \
-                        _synced_mark(path, info) != sequence - 1:
+                if (durable or defer_sync) and slots and slots[newest][2] and \
+                        not _known_on_disk(path, info, state, sequence - 1):
                     # The copy this write keeps must be on disk before the other is
                     # overwritten (see above).
                     os.fdatasync(fd)
@@ -419,6 +418,15 @@ def _file_sync(path, fd, info, mode, owner):
                 mark_fd = None   # no mark: other processes sync again, that is all
             _SYNC_STATES[key] = _FileSync(os.dup(fd), mark_fd, info.st_ino)
         return _SYNC_STATES[key]
+
+
+def _known_on_disk(path, info, state, sequence):
+    """True when copy `sequence` of the record at `path` (the inode of `info`) is known to
+    be on disk: this process synced it (`state`, its _FileSync or None), or the mark file
+    says that another did."""
+    if state is not None and state.synced >= sequence:
+        return True
+    return _synced_mark(path, info) == sequence
 
 
 def _synced_mark(path, info):
