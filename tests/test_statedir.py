@@ -304,3 +304,17 @@ def test_a_failed_sync_is_an_error_every_time_it_is_asked(tmp_path, monkeypatch)
     for _ in range(2):
         with pytest.raises(OSError, match="Input/output"):
             pending.sync()
+
+
+def test_a_mark_that_cannot_be_made_costs_another_process_one_sync_not_a_count(
+        tmp_path, syncs, monkeypatch):
+    path = str(tmp_path / "usage.json")
+    write_record(path, '{"a": 1}')
+    (tmp_path / "usage.json.synced").mkdir()          # in the way of the mark file
+    write_record(path, '{"a": 2}', defer_sync=True).sync()
+    assert read_record(path) == '{"a": 2}'
+    as_another_process(monkeypatch)
+    before = len(syncs)
+    write_record(path, '{"a": 3}')                   # no mark to trust: syncs copy 2 first
+    assert len(syncs) - before == 2
+    assert read_record(path) == '{"a": 3}'
